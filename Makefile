@@ -1,0 +1,42 @@
+# One-command set-up: `make fit` trains the default model with monitoring, `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: fit test lint bench tensorboard clean
+
+# Torch first and pinned (a CPU wheel here; `make fit TORCH=torch` for your platform's build), then the
+# package in editable mode. The stamp files make the second run skip the install.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install "$(TORCH)"
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -e ".[test]"
+	touch $@
+
+fit: $(VENV)/.installed
+	$(BIN)/python -m lightning_selrel fit $(ARGS)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check lightning_selrel tests benchmarks
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_explain.py
+	$(BIN)/python benchmarks/bench_ucf101_cache.py
+
+tensorboard: $(VENV)/.installed
+	$(BIN)/python -m tensorboard.main --logdir lightning_logs
+
+clean:
+	rm -rf $(VENV) lightning_logs .pytest_cache

@@ -1,0 +1,147 @@
+"""The LightningModule that trains C3D: clips in pixel scale in, cross-entropy out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from .model import C3D, Normalize
+from .weights import load_c3d_weights
+
+__all__ = ["C3DClassifier"]
+
+# Kinetics-style statistics in pixel scale: 0.45 +- 0.225 of 255.
+DEFAULT_MEAN = (114.75, 114.75, 114.75)
+DEFAULT_STD = (57.375, 57.375, 57.375)
+
+
+class C3DClassifier(pl.LightningModule):
+    """C3D for action recognition, trained with cross-entropy.
+
+    ``forward`` takes clips as the data yields them: uint8 or float in pixel scale [0, 255], shape
+    (B, 3, T, H, W); it normalises with the ``mean``/``std`` buffers of :attr:`normalize`, which
+    are saved in checkpoints. All constructor arguments are saved as hyperparameters, so
+    ``C3DClassifier.load_from_checkpoint(path)`` rebuilds the same network.
+
+    Args:
+        num_classes: Number of classes.
+        width: Channels of conv1a (64 is the standard C3D).
+        fc_dim: Width of fc6 and fc7 (4096 is the standard).
+        clip_shape: Clip (T, H, W) the network is built for.
+        dropout: Dropout after fc6 and fc7.
+        mean: Per-channel mean in pixel scale (RGB) subtracted from the input.
+        std: Per-channel standard deviation in pixel scale the input is divided by.
+        class_names: Optional names of the classes, saved with the checkpoint for display.
+        optimizer: Builds the optimiser from the parameters. Default: SGD, lr 1e-3, momentum 0.9
+            (the paper's set-up).
+        scheduler: Builds the learning-rate scheduler from the optimiser. Default:
+            ReduceLROnPlateau, x0.1 after 10 epochs without improvement of ``val/loss``.
+        pretrained: Path to a public C3D checkpoint (Sports-1M port, ``features.N`` port or MMAction2;
+            see :mod:`lightning_selrel.weights`) loaded into the network; the head is re-initialised
+            when the class count differs. Not saved as a hyperparameter: a checkpoint of this model
+            holds the weights itself, so ``load_from_checkpoint`` never needs the file.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 101,
+        width: int = 64,
+        fc_dim: int = 4096,
+        clip_shape: Sequence[int] = (16, 112, 112),
+        dropout: float = 0.5,
+        mean: Sequence[float] = DEFAULT_MEAN,
+        std: Sequence[float] = DEFAULT_STD,
+        class_names: Sequence[str] | None = None,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        pretrained: str | None = None,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} entries but num_classes is {num_classes}")
+        # Plain lists in the hyperparameters: they round-trip through YAML and compare equal to the
+        # data module's (which come from the CLI as lists).
+        clip_shape, mean, std = [int(s) for s in clip_shape], [float(m) for m in mean], [float(s) for s in std]
+        class_names = list(class_names) if class_names is not None else None
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "pretrained"])
+        self.normalize = Normalize(mean, std)
+        self.net = C3D(
+            num_classes=num_classes, width=width, fc_dim=fc_dim, clip_shape=clip_shape, dropout=dropout
+        )
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.loss = nn.CrossEntropyLoss()
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc_top5 = MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        if pretrained is not None:
+            load_c3d_weights(self.net, pretrained)
+
+    @property
+    def clip_shape(self) -> tuple[int, int, int]:
+        """The (T, H, W) the network is built for."""
+        return self.net.clip_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.net.num_classes
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) for clips (B, 3, T, H, W) in pixel scale, uint8 or float."""
+        return self.net(self.normalize(clips))
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _shared_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        clips, labels = batch[0], batch[1]
+        logits = self(clips)
+        return self.loss(logits, labels), logits, labels
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, logits, labels = self._shared_step(batch)
+        self.train_acc(logits, labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, prog_bar=True, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss, logits, labels = self._shared_step(batch)
+        self.val_acc(logits, labels)
+        self.val_acc_top5(logits, labels)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+        self.log("val/acc_top5", self.val_acc_top5)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        loss, logits, labels = self._shared_step(batch)
+        self.test_acc(logits, labels)
+        self.log("test/loss", loss, sync_dist=True)
+        self.log("test/acc", self.test_acc)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        clips = batch[0] if isinstance(batch, (list, tuple)) else batch
+        probs = self(clips).softmax(dim=-1)
+        confidence, predicted = probs.max(dim=-1)
+        return {"predicted": predicted, "confidence": confidence, "probs": probs}
+
+    # -- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.SGD(self.parameters(), lr=1e-3, momentum=0.9)
+        else:
+            optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=10)
+        else:
+            scheduler = self.scheduler_factory(optimizer)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}

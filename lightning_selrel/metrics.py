@@ -1,0 +1,236 @@
+"""Metrics of relevance against motion (METHOD.md, section 3): a functional core and thin torchmetrics.
+
+For one clip, with ``I_R = R > 0`` and ``I_S = R_sel > 0``:
+
+* motion precision ``P = sum(I_R & I_O) / sum(I_R)``, ``I_O`` the moving voxels;
+* selectivity: area ``sum(I_S) / sum(I_R)`` and mass ``sum(R_sel+) / sum(R+)``;
+* spatial bias ``1 - mass``: the share of positive relevance that is constant in time;
+* agreement of two explanations: IoU of their ``I_R``.
+
+The functions take batches (..., T, H, W) and return one value per clip, shape (...), with **NaN
+where the clip has no value**: no positive relevance (for agreement, in either map). Never a
+division by zero. The ``Metric`` classes keep, per value, the count, sum and sum of squares of the
+valid clips plus the number of skipped clips, all reduced by ``"sum"`` so DDP syncing is exact, and
+report the mean and the **population** standard deviation (ddof = 0, ``np.std``'s default) over clips.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+__all__ = [
+    "MotionPrecision",
+    "RelevanceAgreement",
+    "Selectivity",
+    "SelectivityScores",
+    "motion_precision",
+    "relevance_agreement",
+    "selectivity",
+    "spatial_bias",
+]
+
+
+class SelectivityScores(NamedTuple):
+    """Per-clip selectivity, each of shape (...) (the batch shape); NaN where a clip has no value."""
+
+    area: Tensor
+    mass: Tensor
+
+
+def _check_pair(first: Tensor, second: Tensor, names: tuple[str, str]) -> None:
+    for name, value in zip(names, (first, second), strict=True):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.ndim < 3:
+            raise ValueError(f"{name} must have shape (..., T, H, W), got {tuple(value.shape)}")
+    if first.shape != second.shape:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same shape, got {tuple(first.shape)} and {tuple(second.shape)}"
+        )
+
+
+def _per_clip_sum(x: Tensor) -> Tensor:
+    """Sum over the last three axes (T, H, W), in float64: (..., T, H, W) -> (...)."""
+    return x.sum(dim=(-3, -2, -1), dtype=torch.float64)
+
+
+def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """``numerator / denominator`` per clip, NaN where the denominator is 0 (no division by zero)."""
+    valid = denominator > 0
+    return torch.where(valid, numerator / denominator.where(valid, 1.0), torch.nan)
+
+
+def motion_precision(relevance: Tensor, motion: Tensor) -> Tensor:
+    """Share of the relevant voxels that move: ``sum(R > 0 & I_O) / sum(R > 0)`` per clip.
+
+    Args:
+        relevance: Relevance (..., T, H, W), baseline or selective.
+        motion: Moving voxels I_O, bool, same shape (e.g. :func:`lightning_selrel.flow.motion_mask`).
+
+    Returns:
+        Float64 tensor of shape (...) with values in [0, 1]; NaN for clips without positive relevance.
+    """
+    _check_pair(relevance, motion, ("relevance", "motion"))
+    if motion.dtype != torch.bool:
+        raise TypeError(f"motion must be a bool mask, got {motion.dtype}; threshold it first (e.g. `flow > 0.5`)")
+    relevant = relevance > 0
+    return _ratio(_per_clip_sum(relevant & motion), _per_clip_sum(relevant))
+
+
+def selectivity(relevance: Tensor, selective: Tensor) -> SelectivityScores:
+    """How much of the relevance the selective step keeps, by area and by mass, per clip.
+
+    Args:
+        relevance: Baseline relevance R (..., T, H, W).
+        selective: Selective relevance R_sel, same shape (:func:`lightning_selrel.selective.selective_relevance`).
+
+    Returns:
+        :class:`SelectivityScores` ``(area, mass)``: ``area = sum(R_sel > 0) / sum(R > 0)`` and
+        ``mass = sum(max(R_sel, 0)) / sum(max(R, 0))``, float64 of shape (...); NaN for clips without
+        positive relevance.
+    """
+    _check_pair(relevance, selective, ("relevance", "selective"))
+    area = _ratio(_per_clip_sum(selective > 0), _per_clip_sum(relevance > 0))
+    mass = _ratio(_per_clip_sum(selective.clamp(min=0)), _per_clip_sum(relevance.clamp(min=0)))
+    return SelectivityScores(area, mass)
+
+
+def spatial_bias(relevance: Tensor, selective: Tensor) -> Tensor:
+    """Share of the positive relevance that is constant in time: ``1 - mass`` (see :func:`selectivity`).
+
+    Returns:
+        Float64 tensor of shape (...) with values in [0, 1]; NaN for clips without positive relevance.
+    """
+    return 1.0 - selectivity(relevance, selective).mass
+
+
+def relevance_agreement(first: Tensor, second: Tensor) -> Tensor:
+    """IoU of the relevant areas of two explanations of the same clips: ``|A & B| / |A | B|``, A = first > 0.
+
+    A clip where either map has no positive relevance has no value (NaN): an explanation without
+    relevant voxels failed, and scoring it as 0 agreement would mix failures into the measure.
+
+    Args:
+        first: Relevance (..., T, H, W) of one method.
+        second: Relevance of another method, same shape.
+
+    Returns:
+        Float64 tensor of shape (...) with values in [0, 1]; NaN where either map has no positive relevance.
+    """
+    _check_pair(first, second, ("first", "second"))
+    a, b = first > 0, second > 0
+    both_relevant = (_per_clip_sum(a) > 0) & (_per_clip_sum(b) > 0)
+    iou = _ratio(_per_clip_sum(a & b), _per_clip_sum(a | b))
+    return iou.where(both_relevant, torch.nan)
+
+
+class _ClipMeanStd(Metric):
+    """Mean and population std over clips of named per-clip values; clips with a NaN are skipped and counted."""
+
+    is_differentiable = False
+    full_state_update = False
+    plot_lower_bound = 0.0
+    plot_upper_bound = 1.0
+    _values: tuple[str, ...] = ()
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        zero = torch.tensor(0.0, dtype=torch.float64)
+        for name in self._values:
+            self.add_state(f"{name}_sum", default=zero.clone(), dist_reduce_fx="sum")
+            self.add_state(f"{name}_sumsq", default=zero.clone(), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("skipped", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def _accumulate(self, **values: Tensor) -> None:
+        flat = {name: values[name].detach().flatten().to(torch.float64) for name in self._values}  # (N,) each
+        valid = torch.stack([~v.isnan() for v in flat.values()]).all(dim=0)  # (N,)
+        for name, value in flat.items():
+            kept = value[valid]  # (N_valid,)
+            setattr(self, f"{name}_sum", getattr(self, f"{name}_sum") + kept.sum())
+            setattr(self, f"{name}_sumsq", getattr(self, f"{name}_sumsq") + kept.square().sum())
+        self.count = self.count + valid.sum()
+        self.skipped = self.skipped + (~valid).sum()
+
+    def _mean_std(self, name: str) -> tuple[Tensor, Tensor]:
+        """Mean and population std over the valid clips; NaN for both when there is none."""
+        count = self.count.to(torch.float64)
+        if self.count == 0:
+            nan = torch.tensor(torch.nan, dtype=torch.float64, device=count.device)
+            return nan, nan.clone()
+        mean = getattr(self, f"{name}_sum") / count
+        variance = (getattr(self, f"{name}_sumsq") / count - mean.square()).clamp(min=0)
+        return mean, variance.sqrt()
+
+
+class MotionPrecision(_ClipMeanStd):
+    """Motion precision over clips: see :func:`motion_precision`.
+
+    ``update(relevance, motion)`` takes batches (..., T, H, W). ``compute()`` returns
+    ``{"mean", "std", "count", "skipped"}``: mean and population std over the clips with positive
+    relevance (float64, NaN when there is none), the number of those clips and of skipped ones.
+    """
+
+    higher_is_better = True
+    _values = ("precision",)
+
+    def update(self, relevance: Tensor, motion: Tensor) -> None:
+        self._accumulate(precision=motion_precision(relevance, motion))
+
+    def compute(self) -> dict[str, Tensor]:
+        mean, std = self._mean_std("precision")
+        return {"mean": mean, "std": std, "count": self.count.clone(), "skipped": self.skipped.clone()}
+
+
+class Selectivity(_ClipMeanStd):
+    """Selectivity and spatial bias over clips: see :func:`selectivity` and :func:`spatial_bias`.
+
+    ``update(relevance, selective)`` takes batches (..., T, H, W). ``compute()`` returns ``area``,
+    ``mass``, ``spatial_bias`` (= 1 - mass) and their population stds ``area_std``, ``mass_std``,
+    ``spatial_bias_std`` (float64, NaN when no clip has positive relevance), plus ``count`` and ``skipped``.
+    Higher is neither better nor worse, so ``higher_is_better`` is None.
+    """
+
+    higher_is_better = None
+    _values = ("area", "mass")
+
+    def update(self, relevance: Tensor, selective: Tensor) -> None:
+        area, mass = selectivity(relevance, selective)
+        self._accumulate(area=area, mass=mass)
+
+    def compute(self) -> dict[str, Tensor]:
+        area, area_std = self._mean_std("area")
+        mass, mass_std = self._mean_std("mass")
+        return {
+            "area": area,
+            "area_std": area_std,
+            "mass": mass,
+            "mass_std": mass_std,
+            "spatial_bias": 1.0 - mass,
+            "spatial_bias_std": mass_std.clone(),
+            "count": self.count.clone(),
+            "skipped": self.skipped.clone(),
+        }
+
+
+class RelevanceAgreement(_ClipMeanStd):
+    """Agreement of two explanation methods over clips: see :func:`relevance_agreement`.
+
+    ``update(first, second)`` takes batches (..., T, H, W). ``compute()`` returns
+    ``{"mean", "std", "count", "skipped"}`` like :class:`MotionPrecision`; a clip is skipped when
+    either map has no positive relevance. ``higher_is_better`` is None: agreement is a description.
+    """
+
+    higher_is_better = None
+    _values = ("iou",)
+
+    def update(self, first: Tensor, second: Tensor) -> None:
+        self._accumulate(iou=relevance_agreement(first, second))
+
+    def compute(self) -> dict[str, Tensor]:
+        mean, std = self._mean_std("iou")
+        return {"mean": mean, "std": std, "count": self.count.clone(), "skipped": self.skipped.clone()}

@@ -1,0 +1,137 @@
+"""Selective relevance: the Sobel step against scipy, the threshold's per-clip behaviour, and edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from lightning_selrel.selective import SelectiveRelevance, selective_relevance, temporal_edges
+
+
+def scipy_edges(relevance: np.ndarray, signed: bool = False) -> np.ndarray:
+    """Reference, one clip (T, H, W) at a time: scipy's Sobel along T with 'nearest' (= replicate) padding."""
+    clips = relevance.reshape(-1, *relevance.shape[-3:])  # (B, T, H, W)
+    out = np.stack([ndimage.sobel(clip, axis=0, mode="nearest") for clip in clips])
+    out = np.clip(out, 0, None) if signed else np.abs(out)
+    return out.reshape(relevance.shape)
+
+
+def moving_blob(t: int = 8, size: int = 24, sigma: float = 2.0, step: int = 2) -> tuple[torch.Tensor, np.ndarray]:
+    """A Gaussian blob moving right by ``step`` px/frame; returns the map (T, H, W) and the centres (T, 2)."""
+    yy, xx = np.mgrid[:size, :size]
+    centres = np.array([(size / 2, 4 + step * i) for i in range(t)])
+    frames = [np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2)) for cy, cx in centres]
+    return torch.tensor(np.stack(frames), dtype=torch.float32), centres
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(2, 8, 10, 12), (1, 16, 7, 5), (3, 3, 1, 4), (5, 6, 6), (2, 1, 4, 4)])
+@pytest.mark.parametrize("signed", [False, True])
+def test_temporal_edges_equal_scipy(dtype, shape, signed):
+    rng = np.random.default_rng(sum(shape))
+    relevance = rng.standard_normal(shape)
+    edges = temporal_edges(torch.tensor(relevance, dtype=dtype), signed=signed)
+    assert edges.shape == shape and edges.dtype == dtype
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(edges.numpy(), scipy_edges(relevance, signed), rtol=tol, atol=tol)
+
+
+def test_scipy_sign_convention_is_next_minus_previous():
+    ramp = torch.arange(5, dtype=torch.float64).view(5, 1, 1).expand(5, 3, 3).contiguous()  # rising in time
+    assert (temporal_edges(ramp, signed=True)[1:-1] > 0).all()
+    assert (temporal_edges(-ramp, signed=True) == 0).all()  # falling relevance: no increase anywhere
+
+
+def test_static_map_selects_nothing_and_has_zero_edges():
+    spatial = torch.rand(20, 20, generator=torch.Generator().manual_seed(0)) * 3.7 - 1.1
+    static = spatial.expand(16, 20, 20).contiguous()  # float32, random values repeated over T
+    assert (temporal_edges(static) == 0).all()  # replicate padding: no artefact in frames 0 and T-1
+    selective, mask = selective_relevance(static.unsqueeze(0), return_mask=True)
+    assert not mask.any() and (selective == 0).all()
+    assert not selective_relevance(static, n_std=0.0).any()  # the floor alone rejects it
+
+
+def test_rounding_noise_over_time_selects_nothing():
+    g = torch.Generator().manual_seed(5)
+    spatial = torch.rand(20, 20, generator=g)
+    nearly_static = spatial * (1 + 1e-6 * torch.randn(16, 1, 1, generator=g))  # float32 rounding-level changes
+    assert temporal_edges(nearly_static).max() > 0
+    assert selective_relevance(nearly_static, floor=0.0, return_mask=True).mask.any()  # std alone is fooled
+    assert not selective_relevance(nearly_static, return_mask=True).mask.any()  # the floor is not
+
+
+def test_all_zero_map_selects_nothing_without_nan():
+    selective, mask = selective_relevance(torch.zeros(2, 8, 6, 6), return_mask=True)
+    assert not mask.any() and not selective.isnan().any()
+
+
+def test_moving_blob_selects_only_near_its_trajectory():
+    relevance, centres = moving_blob()
+    selective, mask = selective_relevance(relevance, n_std=2.0, return_mask=True)
+    assert mask.any()
+    t, y, x = mask.nonzero(as_tuple=True)
+    dist = np.hypot(y.numpy() - centres[t.numpy(), 0], x.numpy() - centres[t.numpy(), 1])
+    assert dist.max() < 3 * 2.0 + 2  # within the blob's extent (3 sigma) plus one step
+    assert torch.equal(selective, relevance * mask)
+    far = torch.ones_like(mask)
+    far[:, 6:18] = False  # rows away from the blob (it moves along row 12)
+    assert not mask[far].any()
+
+
+def test_clip_mask_independent_of_the_rest_of_the_batch():
+    blob, _ = moving_blob()
+    other = torch.randn(8, 24, 24, generator=torch.Generator().manual_seed(1)) * 1000.0
+    alone = selective_relevance(blob.unsqueeze(0), return_mask=True).mask[0]
+    together = selective_relevance(torch.stack([blob, other, torch.zeros_like(blob)]), return_mask=True).mask
+    assert alone.any()
+    assert torch.equal(together[0], alone)
+    assert not together[2].any()
+
+
+def test_return_forms_shape_dtype_and_gradient():
+    relevance = torch.randn(2, 6, 5, 5, dtype=torch.float64, requires_grad=True)
+    plain = selective_relevance(relevance)
+    result = selective_relevance(relevance, return_mask=True)
+    assert isinstance(result, SelectiveRelevance)
+    assert torch.equal(plain, result.selective) and result.mask.dtype == torch.bool
+    assert plain.shape == relevance.shape and plain.dtype == torch.float64
+    plain.sum().backward()  # gradient flows through R, masked by M
+    assert torch.equal(relevance.grad, result.mask.to(torch.float64))
+    single = selective_relevance(relevance.detach()[1], return_mask=True)
+    assert single.mask.shape == (6, 5, 5) and torch.equal(single.mask, result.mask[1])
+
+
+def test_larger_n_std_selects_a_subset():
+    relevance = torch.randn(1, 8, 12, 12, generator=torch.Generator().manual_seed(2))
+    loose = selective_relevance(relevance, n_std=1.0, return_mask=True).mask
+    strict = selective_relevance(relevance, n_std=3.0, return_mask=True).mask
+    assert strict.sum() < loose.sum() and not (strict & ~loose).any()
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: temporal_edges(torch.zeros(4, 4)), ValueError, "shape"),
+        (lambda: temporal_edges(torch.zeros(1, 1, 4, 4, 4)), ValueError, "sum per-channel"),
+        (lambda: temporal_edges(torch.zeros(2, 4, 4, dtype=torch.long)), TypeError, "floating"),
+        (lambda: temporal_edges(np.zeros((2, 4, 4))), TypeError, "torch.Tensor"),
+        (lambda: selective_relevance(torch.zeros(0, 4, 4)), ValueError, "empty"),
+        (lambda: selective_relevance(torch.zeros(2, 4, 4), n_std=-1.0), ValueError, "n_std"),
+        (lambda: selective_relevance(torch.zeros(2, 4, 4), floor=float("nan")), ValueError, "floor"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    relevance = torch.randn(3, 8, 16, 16, generator=torch.Generator().manual_seed(3))
+    cpu = selective_relevance(relevance, return_mask=True)
+    gpu = selective_relevance(relevance.cuda(), return_mask=True)
+    assert gpu.mask.is_cuda
+    torch.testing.assert_close(temporal_edges(relevance.cuda()).cpu(), temporal_edges(relevance))
+    assert (gpu.mask.cpu() != cpu.mask).float().mean() < 1e-3  # only voxels at the threshold may differ
