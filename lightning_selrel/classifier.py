@@ -71,9 +71,7 @@ class C3DClassifier(pl.LightningModule):
         class_names = list(class_names) if class_names is not None else None
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "pretrained"])
         self.normalize = Normalize(mean, std)
-        self.net = C3D(
-            num_classes=num_classes, width=width, fc_dim=fc_dim, clip_shape=clip_shape, dropout=dropout
-        )
+        self.net = C3D(num_classes=num_classes, width=width, fc_dim=fc_dim, clip_shape=clip_shape, dropout=dropout)
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler

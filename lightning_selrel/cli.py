@@ -9,13 +9,14 @@ checkpoint carries everything needed to rebuild and annotate it.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from .classifier import C3DClassifier
 
-__all__ = ["SelrelCLI", "main", "MODEL_DEFAULTS", "TRAINER_DEFAULTS", "DATA_DEFAULT"]
+__all__ = ["SelrelCLI", "main", "MODEL_DEFAULTS", "TRAINER_DEFAULTS", "DATA_DEFAULT", "CALLBACK_DEFAULTS"]
 
 # The small model the default run trains (the standard C3D is width 64, fc_dim 4096).
 MODEL_DEFAULTS: dict[str, Any] = {
@@ -33,6 +34,10 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "max_epochs": 3,
     "log_every_n_steps": 8,
 }
+# The monitor is a default of `trainer.callbacks`, not a forced callback: it shows in --print_config,
+# a config's own `callbacks:` list replaces it, and `callbacks+:` presets add to it.
+MONITOR = "lightning_selrel.monitor.SelectiveRelevanceMonitor"
+CALLBACK_DEFAULTS: list[dict[str, Any]] = [{"class_path": MONITOR}]
 
 
 class SelrelCLI(LightningCLI):
@@ -43,14 +48,40 @@ class SelrelCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.clip_shape", "model.clip_shape", compute_fn=list, apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", compute_fn=list, apply_on="instantiate")
-        parser.set_defaults({"data": DATA_DEFAULT, **MODEL_DEFAULTS})
+        parser.set_defaults({"data": DATA_DEFAULT, "trainer.callbacks": CALLBACK_DEFAULTS, **MODEL_DEFAULTS})
+
+    def before_instantiate_classes(self) -> None:
+        """Keep one monitor: a preset that adds one (``callbacks/selrel_monitor.yaml``) replaces the default."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        callbacks = config.trainer.callbacks
+        if not isinstance(callbacks, list):
+            return
+        monitors = [i for i, c in enumerate(callbacks) if _class_path(c).endswith("SelectiveRelevanceMonitor")]
+        for i in reversed(monitors[:-1]):
+            del callbacks[i]
 
 
-def main(args: ArgsType = None, *, run: bool = True) -> SelrelCLI:
+def _class_path(callback: Any) -> str:
+    return str(
+        getattr(callback, "class_path", "") or (callback.get("class_path", "") if isinstance(callback, dict) else "")
+    )
+
+
+def main(args: ArgsType = None, *, run: bool = True) -> SelrelCLI | None:
     """Run the command line (``fit``, ``validate``, ``test``, ``predict``) with ``args`` or ``sys.argv``.
 
-    Tests call ``main(["fit", "--trainer.fast_dev_run=1"])`` in-process.
+    Tests call ``main(["fit", "--trainer.fast_dev_run=1"])`` in-process. ``explain ...`` runs
+    :mod:`lightning_selrel.explain_video` instead: returns None when it succeeds, raises
+    ``SystemExit`` with its exit code otherwise.
     """
+    argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, (list, tuple)) and argv[:1] == ["explain"]:
+        from .explain_video import main as explain_main  # imported here: `fit` does not load it
+
+        code = explain_main(list(argv[1:]))
+        if code:
+            raise SystemExit(code)
+        return None
     return SelrelCLI(
         C3DClassifier,
         subclass_mode_data=True,

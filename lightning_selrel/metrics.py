@@ -23,6 +23,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 __all__ = [
+    "MeanStd",
     "MotionPrecision",
     "RelevanceAgreement",
     "Selectivity",
@@ -233,4 +234,23 @@ class RelevanceAgreement(_ClipMeanStd):
 
     def compute(self) -> dict[str, Tensor]:
         mean, std = self._mean_std("iou")
+        return {"mean": mean, "std": std, "count": self.count.clone(), "skipped": self.skipped.clone()}
+
+
+class MeanStd(_ClipMeanStd):
+    """Mean and population std of per-clip samples that are not fractions (e.g. milliseconds per clip).
+
+    ``update(values)`` takes a tensor of samples (any shape); NaNs are skipped and counted.
+    ``compute()`` returns ``{"mean", "std", "count", "skipped"}`` like :class:`MotionPrecision`.
+    """
+
+    higher_is_better = None
+    plot_upper_bound = None
+    _values = ("value",)
+
+    def update(self, values: Tensor) -> None:
+        self._accumulate(value=torch.as_tensor(values))
+
+    def compute(self) -> dict[str, Tensor]:
+        mean, std = self._mean_std("value")
         return {"mean": mean, "std": std, "count": self.count.clone(), "skipped": self.skipped.clone()}

@@ -44,7 +44,9 @@ def pooled_shape(clip_shape: Sequence[int]) -> tuple[int, int, int]:
     """
     size = [int(s) for s in clip_shape]
     for kernel, stride, pad in _POOLS:
-        size = [(s + 2 * p - k) // st + 1 if s > 0 else 0 for s, k, st, p in zip(size, kernel, stride, pad)]
+        size = [
+            (s + 2 * p - k) // st + 1 if s > 0 else 0 for s, k, st, p in zip(size, kernel, stride, pad, strict=True)
+        ]
         size = [max(s, 0) for s in size]
     return size[0], size[1], size[2]
 
@@ -141,10 +143,10 @@ class C3D(nn.Sequential):
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         channels = in_channels
-        for block, ((names, mult), (kernel, stride, pad)) in enumerate(zip(_BLOCKS, _POOLS), start=1):
+        for block, ((names, mult), (kernel, stride, pad)) in enumerate(zip(_BLOCKS, _POOLS, strict=True), start=1):
             for name in names:
                 layers[name] = nn.Conv3d(channels, width * mult, kernel_size=3, padding=1)
-                layers["relu" + name[len("conv"):]] = nn.ReLU()
+                layers["relu" + name[len("conv") :]] = nn.ReLU()
                 channels = width * mult
             layers[f"pool{block}"] = nn.MaxPool3d(kernel_size=kernel, stride=stride, padding=pad)
         layers["flatten"] = nn.Flatten()
@@ -174,7 +176,6 @@ class C3D(nn.Sequential):
         """Logits (B, num_classes) for normalised clips (B, C, T, H, W) of ``clip_shape``."""
         if x.ndim != 5 or tuple(x.shape[2:]) != self.clip_shape:
             raise ValueError(
-                f"C3D built for clips (B, C, T, H, W) with (T, H, W) = {self.clip_shape}, "
-                f"got {tuple(x.shape)}"
+                f"C3D built for clips (B, C, T, H, W) with (T, H, W) = {self.clip_shape}, got {tuple(x.shape)}"
             )
         return super().forward(x)

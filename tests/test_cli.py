@@ -88,9 +88,12 @@ def test_every_preset_loads(preset, tmp_path):
 def test_callback_presets_compose():
     cli = main(
         [
-            "--config", str(REPO / "callbacks" / "checkpoint.yaml"),
-            "--config", str(REPO / "callbacks" / "early_stopping.yaml"),
-            "--config", str(REPO / "callbacks" / "lr_monitor.yaml"),
+            "--config",
+            str(REPO / "callbacks" / "checkpoint.yaml"),
+            "--config",
+            str(REPO / "callbacks" / "early_stopping.yaml"),
+            "--config",
+            str(REPO / "callbacks" / "lr_monitor.yaml"),
             "--trainer.logger=false",
         ],
         run=False,

@@ -23,7 +23,7 @@ def test_clips_are_deterministic_from_the_seed_and_split():
     a = MotionContextDataset(size=6, clip_shape=SHAPE, seed=3)
     b = MotionContextDataset(size=6, clip_shape=SHAPE, seed=3)
     for i in range(6):
-        for x, y in zip(a[i][::2], b[i][::2]):
+        for x, y in zip(a[i][::2], b[i][::2], strict=True):
             assert torch.equal(x, y)
     other_seed = MotionContextDataset(size=6, clip_shape=SHAPE, seed=4)
     other_split = MotionContextDataset(size=6, clip_shape=SHAPE, seed=3, split="val")

@@ -29,7 +29,14 @@ def test_standard_c3d_has_the_standard_parameter_count():
     assert n == 78_409_573
     assert net.fc6.in_features == 8192  # 512 x 1 x 4 x 4: pool5's (0, 1, 1) padding
     assert [name for name, m in net.named_children() if isinstance(m, nn.Conv3d)] == [
-        "conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b",
+        "conv1a",
+        "conv2a",
+        "conv3a",
+        "conv3b",
+        "conv4a",
+        "conv4b",
+        "conv5a",
+        "conv5b",
     ]
     pools = [m for m in net.children() if isinstance(m, nn.MaxPool3d)]
     assert pools[0].kernel_size == (1, 2, 2) and pools[4].padding == (0, 1, 1)
@@ -79,14 +86,21 @@ def test_classifier_takes_uint8_and_float_pixels_alike():
     clips = torch.randint(0, 256, (2, 3, 16, 16, 16), dtype=torch.uint8)
     torch.testing.assert_close(model(clips), model(clips.float()))
     lo, hi = model.normalize.bounds()
-    assert torch.allclose(lo.flatten(), torch.full((3,), -2.0)) and torch.allclose(hi.flatten(), torch.full((3,), (255 - 114.75) / 57.375))
+    assert torch.allclose(lo.flatten(), torch.full((3,), -2.0)) and torch.allclose(
+        hi.flatten(), torch.full((3,), (255 - 114.75) / 57.375)
+    )
 
 
 def test_checkpoint_hyperparameters_rebuild_the_network(tmp_path):
     import pytorch_lightning as pl
 
     model = C3DClassifier(
-        num_classes=4, width=2, fc_dim=8, clip_shape=(16, 16, 24), mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0),
+        num_classes=4,
+        width=2,
+        fc_dim=8,
+        clip_shape=(16, 16, 24),
+        mean=(1.0, 2.0, 3.0),
+        std=(4.0, 5.0, 6.0),
         class_names=["a", "b", "c", "d"],
     )
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)

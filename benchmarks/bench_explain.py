@@ -1,0 +1,188 @@
+"""Cost of each baseline explanation and of the selective step (the paper's Table 4), per clip.
+
+Run ``.venv/bin/python benchmarks/bench_explain.py`` (standard C3D: width 64, fc_dim 4096,
+16 x 112 x 112 clips, 101 classes, random weights; batches 1 and 8) or add ``--quick`` for a
+small C3D that runs in about half a minute (checks the script; on a small model per-op overhead
+dominates, so its ratios say nothing about the standard C3D).
+
+The yardstick is one input gradient on the same clips: forward + backward to the input
+(``torch.autograd.grad``), eval mode. Every ratio is measured in this run: method / input
+gradient, and selective step / GradCAM. Measurements are interleaved (one repeat of every method,
+then the next repeat) so that a change in machine load hits all methods alike; the median of the
+repeats is reported. Targets: DTD <= 2x one input gradient; selective step <= 1% of GradCAM and
+< 0.5 ms per clip on CPU.
+
+The run fits its repeats into ``--budget`` seconds (default 300): each batch size gets an equal
+share of what is left and repeats rounds (up to 5, at least 1) while the next one fits. Only the
+first batch size gets a warm-up round; it warms the code paths for the larger ones, whose single
+round may fill their share (on 2 busy CPU cores a batch-8 round of the standard C3D takes ~2 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lightning_selrel.classifier import C3DClassifier  # noqa: E402
+from lightning_selrel.explain import explain  # noqa: E402
+from lightning_selrel.selective import selective_relevance  # noqa: E402
+
+METHODS = ("dtd", "gradcam", "gradcam_t", "guided_backprop", "guided_gradcam")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--quick", action="store_true", help="small C3D (width 8, fc_dim 256, 16x56x56), batches 1 and 2"
+    )
+    parser.add_argument("--batches", type=int, nargs="+", default=None, help="batch sizes (default: 1 8)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per cell (default: from --budget)")
+    parser.add_argument(
+        "--budget", type=float, default=None, help="seconds the run may take (default 300; 20 with --quick)"
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser.parse_args(argv)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def input_gradient(model: C3DClassifier, clips: torch.Tensor) -> torch.Tensor:
+    """The yardstick: forward + backward to the float pixel clip, for the predicted class."""
+    with torch.enable_grad():
+        x = clips.float().requires_grad_()
+        logits = model(x)  # (B, num_classes)
+        score = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
+        (grad,) = torch.autograd.grad(score, x)
+    return grad
+
+
+def bench_batch(
+    model: C3DClassifier, batch: int, shape: tuple[int, int, int], args, device, budget: float, warm_up: bool
+) -> dict:
+    """Times every cell at one batch size: interleaved rounds while the next round fits ``budget``."""
+    started = time.perf_counter()
+    g = torch.Generator().manual_seed(batch)
+    clips = torch.randint(0, 256, (batch, 3, *shape), generator=g, dtype=torch.uint8).to(device)
+    cells: dict[str, Callable[[], object]] = {"input gradient": lambda: input_gradient(model, clips)}
+    for method in METHODS:
+        cells[method] = lambda method=method: explain(model, clips, method)
+
+    if warm_up:
+        for fn in cells.values():
+            timed(fn, device)
+    times: dict[str, list[float]] = {name: [] for name in cells}
+    max_rounds = args.repeats or 5
+    for _ in range(max_rounds):  # one round of every cell, then the next round
+        round_start = time.perf_counter()
+        for name, fn in cells.items():
+            times[name].append(timed(fn, device))
+        last = time.perf_counter() - round_start
+        if not args.repeats and time.perf_counter() - started + last > budget:
+            break
+
+    relevance = explain(model, clips, "gradcam")  # (B, T, H, W)
+    select = lambda: selective_relevance(relevance, n_std=4.0)  # noqa: E731
+    for _ in range(3):
+        select()
+    sel_times = [timed(select, device) for _ in range(50)]
+    result = {name: statistics.median(ts) / batch for name, ts in times.items()}
+    result["selective"] = statistics.median(sel_times) / batch
+    if device.type == "cpu":  # small element-wise work: OpenMP's barriers cost more than they save
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            select()
+            result["selective, 1 thread"] = statistics.median(timed(select, device) for _ in range(50)) / batch
+        finally:
+            torch.set_num_threads(threads)
+    result["_repeats"] = len(times["dtd"])
+    result["_warm_up"] = warm_up
+    result["_round"] = sum(statistics.median(ts) for ts in times.values())
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.quick:
+        config = dict(num_classes=101, width=8, fc_dim=256, clip_shape=(16, 56, 56))
+        batches = args.batches or [1, 2]
+    else:
+        config = dict(num_classes=101, width=64, fc_dim=4096, clip_shape=(16, 112, 112))
+        batches = args.batches or [1, 8]
+    if args.budget is None:
+        args.budget = 20.0 if args.quick else 300.0
+    torch.manual_seed(0)
+    model = C3DClassifier(**config).to(device).eval()
+    shape = tuple(config["clip_shape"])
+
+    print(
+        f"C3D {config}, device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    results: dict[int, dict] = {}
+    start = time.perf_counter()
+    for i, batch in enumerate(batches):
+        # An equal share of what is left; only the first batch size gets a warm-up round (it warms
+        # the code paths for the others, whose single round may already fill their share).
+        share = (args.budget - (time.perf_counter() - start)) / (len(batches) - i)
+        results[batch] = r = bench_batch(model, batch, shape, args, device, share, warm_up=i == 0)
+        print(
+            f"batch {batch}: {'warm-up round + ' if r['_warm_up'] else ''}{r['_repeats']} timed "
+            f"round(s) of {r['_round']:.1f} s",
+            flush=True,
+        )
+    print(f"total {time.perf_counter() - start:.0f} s\n")
+
+    header = "| per clip |" + "".join(f" batch {b}: ms | ratio |" for b in batches)
+    print(header)
+    print("|---|" + "---:|---:|" * len(batches))
+    for name in ("input gradient", *METHODS):
+        row = f"| {name} |"
+        for b in batches:
+            r = results[b]
+            row += f" {1e3 * r[name]:.1f} | {r[name] / r['input gradient']:.2f}x grad |"
+        print(row)
+    for name, label in (("selective", "selective step (n=4)"), ("selective, 1 thread", "selective step, 1 thread")):
+        if name not in results[batches[0]]:
+            continue
+        row = f"| {label} |"
+        for b in batches:
+            r = results[b]
+            row += f" {1e3 * r[name]:.3f} | {100 * r[name] / r['gradcam']:.3f}% of gradcam |"
+        print(row)
+
+    print("\nTargets:")
+    for b in batches:
+        r = results[b]
+        print(
+            f"- batch {b}: DTD {r['dtd'] / r['input gradient']:.2f}x input gradient (target <= 2x: "
+            f"{'met' if r['dtd'] <= 2 * r['input gradient'] else 'MISSED'}); selective "
+            f"{1e3 * r['selective']:.3f} ms/clip = {100 * r['selective'] / r['gradcam']:.3f}% of GradCAM "
+            f"(targets <= 1% and < 0.5 ms: "
+            f"{'met' if r['selective'] <= 0.01 * r['gradcam'] and r['selective'] < 5e-4 else 'MISSED'})"
+            + (f"; 1 thread {1e3 * r['selective, 1 thread']:.3f} ms/clip" if "selective, 1 thread" in r else "")
+        )
+
+
+if __name__ == "__main__":
+    main()

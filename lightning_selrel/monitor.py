@@ -1,0 +1,415 @@
+"""The spatial-bias monitor: explains fixed validation clips during training and logs how much of the
+model's relevance is motion and how much is static context.
+
+Every ``every_n_epochs`` validation epoch the callback explains a fixed probe set of validation clips
+with each method, keeps the relevance that changes over time (selective relevance), and logs, per
+method ``<m>`` (fractions in [0, 1], each with a ``_std`` companion over clips):
+
+- ``selrel/<m>/precision``, ``selrel/<m>/selective_precision``: motion precision of the baseline and
+  the selective map against optical flow (the paper's Table 1);
+- ``selrel/<m>/mask_precision``, ``selrel/<m>/selective_mask_precision``: the same against exact
+  motion masks, when the data provide them (the built-in dataset does);
+- ``selrel/<m>/selectivity_area``, ``selrel/<m>/selectivity_mass`` (Table 3) and
+  ``selrel/<m>/spatial_bias`` = 1 - mass: the share of positive relevance that stays constant in time;
+- ``selrel/<m>/no_relevance``, ``selrel/<m>/selective_no_relevance``: the share of probe clips whose
+  baseline (selective) map has no positive relevance; they have no precision and are left out of the
+  means, and a mean with no clip at all is not logged (plain GradCAM often selects nothing);
+- ``selrel/<m>/explain_ms``, ``selrel/<m>/selective_ms``: milliseconds per clip (Table 4);
+- ``selrel/agreement/<a>_vs_<b>``: IoU of the relevant areas of two methods (Table 2);
+
+and, on rank 0 with a TensorBoard logger, animated GIFs ``selrel/<m>/clip_<k>`` (input | baseline |
+selective) and a custom-scalars layout "selrel: spatial bias".
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from torch import Tensor
+
+from .explain import available_methods, explain_with_logits
+from .flow import FLOW_METHODS, motion_mask
+from .metrics import MeanStd, MotionPrecision, RelevanceAgreement, Selectivity
+from .render import render_panels, write_gif
+from .selective import selective_relevance
+
+__all__ = ["SelectiveRelevanceMonitor", "DEFAULT_METHODS"]
+
+DEFAULT_METHODS = ("dtd", "gradcam", "guided_backprop", "guided_gradcam")
+
+
+@dataclass
+class _Probe:
+    """This rank's share of the probe clips, loaded once and kept on the CPU."""
+
+    positions: list[int]  # position k of each clip in the whole probe set (names clip_<k>)
+    clips: Tensor  # uint8 (N, 3, T, H, W)
+    labels: Tensor  # int64 (N,)
+    flow_masks: Tensor  # bool (N, T, H, W), from optical flow on the raw frames
+    exact_masks: Tensor | None  # bool (N, T, H, W) when the data provide them
+
+
+class SelectiveRelevanceMonitor(Callback):
+    """Explain fixed validation clips during training and log motion precision, selectivity and spatial bias.
+
+    Args:
+        methods: Explanation methods (see :func:`lightning_selrel.available_methods`).
+        n_std: Selective relevance keeps voxels whose temporal edge exceeds ``n_std`` standard
+            deviations of the clip's edge map. Compare models and epochs at the same ``n_std``.
+        num_clips: Probe clips, drawn once from the validation set (all of them if it is smaller).
+        every_n_epochs: Run on every n-th validation epoch of ``fit`` (always in ``validate``/``test``).
+        target: Explain the ``"predicted"`` class or the true ``"label"``.
+        flow_method: Optical flow for the motion ground truth: ``"farneback"`` or ``"dis"``.
+        flow_threshold: A pixel moves where the flow magnitude exceeds this many pixels.
+        num_videos: Probe clips rendered as heatmap GIFs per method (0: none).
+        fps: Frame rate of the GIFs.
+        signed: Keep only relevance that appears over time (the default keeps both directions).
+        seed: Seed of the probe-set draw.
+        batch_size: Probe clips explained per pass (bounds the memory of an explanation).
+    """
+
+    def __init__(
+        self,
+        methods: Sequence[str] = DEFAULT_METHODS,
+        n_std: float = 4.0,
+        num_clips: int = 8,
+        every_n_epochs: int = 1,
+        target: Literal["predicted", "label"] = "predicted",
+        flow_method: str = "farneback",
+        flow_threshold: float = 0.5,
+        num_videos: int = 2,
+        fps: float = 8.0,
+        signed: bool = False,
+        seed: int = 0,
+        batch_size: int = 8,
+    ) -> None:
+        super().__init__()
+        methods = list(methods)
+        unknown = [m for m in methods if m not in available_methods()]
+        if unknown or not methods:
+            raise ValueError(
+                f"unknown explanation method(s) {unknown or methods}; valid methods: {', '.join(available_methods())}"
+            )
+        if len(set(methods)) != len(methods):
+            raise ValueError(f"methods lists a method twice: {methods}")
+        if target not in ("predicted", "label"):
+            raise ValueError(f"target must be 'predicted' or 'label', got {target!r}")
+        if flow_method not in FLOW_METHODS:
+            raise ValueError(f"unknown flow_method {flow_method!r}; valid: {', '.join(FLOW_METHODS)}")
+        for name, value, low in (
+            ("n_std", n_std, 0),
+            ("num_clips", num_clips, 1),
+            ("every_n_epochs", every_n_epochs, 1),
+            ("num_videos", num_videos, 0),
+            ("batch_size", batch_size, 1),
+            ("flow_threshold", flow_threshold, 0),
+        ):
+            if value < low:
+                raise ValueError(f"{name} must be at least {low}, got {value}")
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.methods = methods
+        self.n_std = float(n_std)
+        self.num_clips = int(num_clips)
+        self.every_n_epochs = int(every_n_epochs)
+        self.target = target
+        self.flow_method = flow_method
+        self.flow_threshold = float(flow_threshold)
+        self.num_videos = int(num_videos)
+        self.fps = float(fps)
+        self.signed = bool(signed)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+
+        self.probe_indices: dict[str, list[int]] = {}  # stage -> dataset indices; saved in checkpoints
+        self._probes: dict[str, _Probe] = {}
+        self._warned: set[str] = set()
+        self._layout_written: set[int] = set()
+
+    # -- preconditions -------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            if trainer.limit_val_batches == 0:
+                raise MisconfigurationException(
+                    "SelectiveRelevanceMonitor explains validation clips, but limit_val_batches=0 turns validation "
+                    "off. Enable validation or remove the monitor from trainer.callbacks."
+                )
+            source = getattr(getattr(trainer.fit_loop.epoch_loop, "val_loop", None), "_data_source", None)
+            if source is not None and not source.is_defined():
+                raise MisconfigurationException(
+                    "SelectiveRelevanceMonitor needs validation data: define val_dataloader() in the data module "
+                    "(or pass val_dataloaders to fit), or remove the monitor from trainer.callbacks."
+                )
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write_layout(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._write_layout(trainer)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write_layout(trainer)
+
+    # -- when to run ---------------------------------------------------------------------------
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+            return
+        self._run(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._run(trainer, pl_module, "test")
+
+    # -- checkpointing: the probe set survives a resume -----------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"probe_indices": {k: list(v) for k, v in self.probe_indices.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.probe_indices = {k: [int(i) for i in v] for k, v in state_dict.get("probe_indices", {}).items()}
+        self._probes.clear()
+
+    # -- the work ------------------------------------------------------------------------------
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        probe = self._probe(trainer, stage)
+        values, maps = self._measure(pl_module, probe)
+        for name, value in values.items():
+            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=False)
+        if trainer.is_global_zero and self.num_videos > 0:
+            self._write_media(trainer, pl_module, probe, maps)
+
+    def _dataset(self, trainer: pl.Trainer, stage: str) -> Any:
+        loaders = trainer.val_dataloaders if stage == "val" else trainer.test_dataloaders
+        if isinstance(loaders, (list, tuple)):
+            loaders = loaders[0] if loaders else None
+        dataset = getattr(loaders, "dataset", None)
+        if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise MisconfigurationException(
+                f"SelectiveRelevanceMonitor needs a map-style {stage} dataset (with __len__ and __getitem__) "
+                f"to draw fixed probe clips from; got {type(dataset).__name__}."
+            )
+        if len(dataset) == 0:
+            raise MisconfigurationException(f"SelectiveRelevanceMonitor: the {stage} dataset is empty.")
+        return dataset
+
+    def _choose_indices(self, size: int, stage: str) -> list[int]:
+        stored = self.probe_indices.get(stage)
+        if stored and max(stored) < size:
+            return stored
+        if stored:
+            rank_zero_warn(
+                f"SelectiveRelevanceMonitor: the restored probe clips {stored} do not fit a {stage} set of {size} "
+                "clips; drawing a new probe set."
+            )
+        count = min(self.num_clips, size)
+        if count < self.num_clips:
+            rank_zero_warn(
+                f"SelectiveRelevanceMonitor: the {stage} set has only {size} clips, fewer than num_clips="
+                f"{self.num_clips}; using all of them."
+            )
+        rng = np.random.default_rng(self.seed)
+        return sorted(int(i) for i in rng.choice(size, size=count, replace=False))
+
+    def _probe(self, trainer: pl.Trainer, stage: str) -> _Probe:
+        if stage in self._probes:
+            return self._probes[stage]
+        dataset = self._dataset(trainer, stage)
+        indices = self._choose_indices(len(dataset), stage)
+        self.probe_indices[stage] = indices
+        # Contiguous shares: rank 0 holds the first clips, the ones rendered as videos.
+        share = np.array_split(np.arange(len(indices)), trainer.world_size)[trainer.global_rank]
+        clips, labels, flows, exact = [], [], [], []
+        has_exact = len(dataset[indices[0]]) > 2
+        for k in share:
+            item = dataset[indices[k]]
+            if not isinstance(item, (tuple, list)) or len(item) < 2:
+                raise MisconfigurationException(
+                    "SelectiveRelevanceMonitor expects dataset items (clip, label) or (clip, label, motion_mask); "
+                    f"item {indices[k]} is a {type(item).__name__}."
+                )
+            clip = torch.as_tensor(item[0])
+            if clip.dtype != torch.uint8:
+                clip = clip.float().round().clamp(0, 255).to(torch.uint8)  # flow needs raw pixels
+            clips.append(clip)
+            labels.append(int(item[1]))
+            flows.append(motion_mask(clip, threshold=self.flow_threshold, method=self.flow_method))
+            if has_exact:
+                exact.append(torch.as_tensor(item[2]).bool())
+        shape = dataset[indices[0]][0].shape
+        probe = _Probe(
+            positions=[int(k) for k in share],
+            clips=torch.stack(clips) if clips else torch.zeros((0, *shape), dtype=torch.uint8),
+            labels=torch.tensor(labels, dtype=torch.long),
+            flow_masks=torch.stack(flows) if flows else torch.zeros((0, *shape[1:]), dtype=torch.bool),
+            exact_masks=(torch.stack(exact) if exact else torch.zeros((0, *shape[1:]), dtype=torch.bool))
+            if has_exact
+            else None,
+        )
+        rank_zero_info(
+            f"SelectiveRelevanceMonitor: {len(indices)} probe clips from the {stage} set (indices {indices}); "
+            f"motion masks from {self.flow_method} flow > {self.flow_threshold} px"
+            + (" and the data's exact masks" if has_exact else "")
+        )
+        self._probes[stage] = probe
+        return probe
+
+    def _measure(self, pl_module: pl.LightningModule, probe: _Probe) -> tuple[dict[str, float], dict[str, Any]]:
+        """Explain this rank's probe clips with every method; returns synced scalars and this rank's maps."""
+        device = pl_module.device
+        clips = probe.clips.to(device)
+        flow = probe.flow_masks.to(device)
+        exact = probe.exact_masks.to(device) if probe.exact_masks is not None else None
+        target = probe.labels.to(device) if self.target == "label" else None
+        values: dict[str, float] = {}
+        relevance: dict[str, Tensor] = {}
+        maps: dict[str, Any] = {}
+        for method in self.methods:
+            rel, sel, logits, explain_ms, selective_ms = self._explain(pl_module, clips, method, target)
+            relevance[method] = rel
+            maps[method] = (rel[: self.num_videos].cpu(), sel[: self.num_videos].cpu(), logits[: self.num_videos])
+            prefix = f"selrel/{method}"
+            for name, metric_input in (("precision", (rel, flow)), ("selective_precision", (sel, flow))) + (
+                (("mask_precision", (rel, exact)), ("selective_mask_precision", (sel, exact)))
+                if exact is not None
+                else ()
+            ):
+                result = self._compute(MotionPrecision(), device, *metric_input)
+                self._put(values, f"{prefix}/{name}", result["mean"], result["std"])
+                if name == "selective_precision":
+                    values[f"{prefix}/selective_no_relevance"] = _share(result["skipped"], result["count"])
+            result = self._compute(Selectivity(), device, rel, sel)
+            self._put(values, f"{prefix}/selectivity_area", result["area"], result["area_std"])
+            self._put(values, f"{prefix}/selectivity_mass", result["mass"], result["mass_std"])
+            self._put(values, f"{prefix}/spatial_bias", result["spatial_bias"], result["spatial_bias_std"])
+            values[f"{prefix}/no_relevance"] = _share(result["skipped"], result["count"])
+            for name, samples in (("explain_ms", explain_ms), ("selective_ms", selective_ms)):
+                result = self._compute(MeanStd(), device, samples)
+                self._put(values, f"{prefix}/{name}", result["mean"], result["std"])
+        for first, second in itertools.combinations(self.methods, 2):
+            result = self._compute(RelevanceAgreement(), device, relevance[first], relevance[second])
+            self._put(values, f"selrel/agreement/{first}_vs_{second}", result["mean"], result["std"])
+        return values, maps
+
+    def _explain(
+        self, pl_module: pl.LightningModule, clips: Tensor, method: str, target: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Relevance, selective relevance and logits of all clips, in chunks of ``batch_size``, with the
+        per-clip milliseconds of the explanation and of the selective step."""
+        rel, sel, logits, explain_ms, selective_ms = [], [], [], [], []
+        for start in range(0, clips.shape[0], self.batch_size):
+            chunk = clips[start : start + self.batch_size]
+            n = chunk.shape[0]
+            chunk_target = target[start : start + n] if target is not None else None
+            _synchronize(clips.device)
+            t0 = time.perf_counter()
+            explanation = explain_with_logits(pl_module, chunk, method, chunk_target)
+            _synchronize(clips.device)
+            t1 = time.perf_counter()
+            selective = selective_relevance(explanation.relevance, n_std=self.n_std, signed=self.signed)
+            _synchronize(clips.device)
+            t2 = time.perf_counter()
+            rel.append(explanation.relevance)
+            sel.append(selective)
+            logits.append(explanation.logits.cpu())
+            explain_ms.append(torch.full((n,), (t1 - t0) * 1000 / n, dtype=torch.float64))
+            selective_ms.append(torch.full((n,), (t2 - t1) * 1000 / n, dtype=torch.float64))
+        if not rel:  # this rank holds no probe clip: contribute nothing, but take part in the sync
+            empty = torch.zeros((0, *clips.shape[2:]), device=clips.device)
+            none = torch.zeros(0, dtype=torch.float64)
+            return empty, empty.clone(), torch.zeros(0, 0), none, none.clone()
+        return torch.cat(rel), torch.cat(sel), torch.cat(logits), torch.cat(explain_ms), torch.cat(selective_ms)
+
+    @staticmethod
+    def _compute(metric: Any, device: torch.device, *inputs: Tensor) -> dict[str, Tensor]:
+        """Update a fresh metric with this rank's clips and compute it, synced over all ranks."""
+        metric = metric.to(device)
+        metric.update(*(x.to(device) for x in inputs))
+        return metric.compute()
+
+    @staticmethod
+    def _put(values: dict[str, float], name: str, mean: Tensor, std: Tensor) -> None:
+        """Store a mean and its ``_std`` companion; a metric without any valid clip is not logged."""
+        if not torch.isnan(mean):
+            values[name] = float(mean)
+            values[f"{name}_std"] = float(std)
+
+    # -- TensorBoard media (rank 0) -------------------------------------------------------------
+    def _tensorboard(self, trainer: pl.Trainer) -> Any:
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        if "media" not in self._warned:
+            self._warned.add("media")
+            rank_zero_warn(
+                "SelectiveRelevanceMonitor: no TensorBoardLogger (none configured, or fast_dev_run): scalars are "
+                "logged, heatmap videos and the custom-scalars layout are skipped."
+            )
+        return None
+
+    def _write_layout(self, trainer: pl.Trainer) -> None:
+        if not trainer.is_global_zero:
+            return
+        writer = self._tensorboard(trainer)
+        if writer is None or id(writer) in self._layout_written:
+            return
+        self._layout_written.add(id(writer))
+        charts = {
+            "spatial bias, all methods": ["Multiline", [f"selrel/{m}/spatial_bias" for m in self.methods]],
+        }
+        for m in self.methods:
+            tags = ["precision", "selective_precision", "mask_precision", "selective_mask_precision"]
+            charts[f"{m}: motion precision, baseline vs selective"] = [
+                "Multiline",
+                [f"selrel/{m}/{t}" for t in tags],
+            ]
+        writer.add_custom_scalars({"selrel: spatial bias": charts})
+
+    def _write_media(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: _Probe, maps: dict[str, Any]
+    ) -> None:
+        writer = self._tensorboard(trainer)
+        if writer is None:
+            return
+        names = list(getattr(pl_module, "class_names", None) or [])
+
+        def name(k: int) -> str:
+            return names[k] if 0 <= k < len(names) else str(k)
+
+        for method, (rel, sel, logits) in maps.items():
+            probs = logits.softmax(dim=-1)
+            for i in range(rel.shape[0]):
+                k = probe.positions[i]
+                p, pred = probs[i].max(dim=-1)
+                title = f"true: {name(int(probe.labels[i]))} | pred: {name(int(pred))} ({float(p):.2f})"
+                frames = render_panels(
+                    probe.clips[i], rel[i], sel[i], title=title, labels=("input", method, f"selective n={self.n_std:g}")
+                )
+                write_gif(writer, f"selrel/{method}/clip_{k}", frames, _logging_step(trainer), self.fps)
+        writer.flush()
+
+
+def _share(skipped: Tensor, count: Tensor) -> float:
+    """The fraction of clips a metric skipped (0.0 when there were none at all)."""
+    return float(skipped) / max(float(skipped + count), 1.0)
+
+
+def _logging_step(trainer: pl.Trainer) -> int:
+    """The step Lightning gives the scalars logged in this hook, so GIFs line up with them."""
+    return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,27 @@
+"""Read what a run wrote, with TensorBoard's own reader (what a user's TensorBoard shows)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+
+
+def load(logdir: str | Path) -> EventAccumulator:
+    events = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+def scalars(events: EventAccumulator) -> dict[str, list[tuple[int, float]]]:
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def images(events: EventAccumulator) -> dict[str, list]:
+    return {tag: events.Images(tag) for tag in events.Tags()["images"]}
+
+
+def layout(events: EventAccumulator) -> layout_pb2.Layout:
+    tensor = events.Tensors("custom_scalars__config__")[0].tensor_proto
+    return layout_pb2.Layout.FromString(tensor.string_val[0])

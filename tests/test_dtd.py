@@ -1,0 +1,262 @@
+"""DTD: conservation, equality with captum's LRP (z+ everywhere), zB and pooling rules against slow
+references that follow the definitions literally, and the errors."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import LRP
+from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule
+from torch import nn
+
+from lightning_selrel.classifier import C3DClassifier
+from lightning_selrel.dtd import dtd, dtd_layers
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: OpenMP synchronisation dominates, and one thread is many times faster on a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small_classifier(seed: int = 0, clip_shape=(16, 16, 16), zero_bias: bool = True) -> C3DClassifier:
+    torch.manual_seed(seed)
+    model = C3DClassifier(num_classes=5, width=4, fc_dim=32, clip_shape=clip_shape)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv3d, nn.Linear)):
+            nn.init.normal_(module.weight, std=(2.0 / module.weight[0].numel()) ** 0.5)
+            if zero_bias:
+                nn.init.zeros_(module.bias)
+            else:
+                nn.init.uniform_(module.bias, -0.1, 0.1)
+    return model.eval()
+
+
+def pixel_clips(batch: int = 2, shape=(16, 16, 16), seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, 3, *shape), generator=g, dtype=torch.uint8)
+
+
+# -- conservation ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("options", [{}, {"first_rule": "zplus"}, {"maxpool": "proportional"}, {"target": [0, 4]}])
+def test_conservation_input_relevance_sums_to_target_logit(dtype, options):
+    model = small_classifier().to(dtype)
+    clips = pixel_clips()
+    relevance, logits, target = dtd(model, clips, **options)
+    assert relevance.shape == clips.shape and relevance.dtype == dtype
+    expected = logits.gather(1, target[:, None])[:, 0]
+    assert expected.abs().min() > 1e-3  # a meaningful logit to conserve
+    torch.testing.assert_close(relevance.sum(dim=(1, 2, 3, 4)), expected, rtol=1e-3, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(clips.to(dtype)))  # the logits of the real forward
+
+
+def test_conservation_holds_with_biases_too():
+    """z+ and zB denominators leave the biases out, so a layer passes on all the relevance it gets
+    (less only where a neuron's z is exactly 0): the bias's share goes to the inputs."""
+    model = small_classifier(zero_bias=False).double()
+    relevance, logits, target = dtd(model, pixel_clips())
+    torch.testing.assert_close(
+        relevance.sum(dim=(1, 2, 3, 4)), logits.gather(1, target[:, None])[:, 0], rtol=1e-6, atol=0
+    )
+
+
+# -- captum's LRP with z+ (Alpha1_Beta0) everywhere ---------------------------------------------------
+def test_zplus_everywhere_matches_captum_lrp_alpha1_beta0():
+    """Captum's LRP only knows the layer types in ``SUPPORTED_LAYERS_WITH_RULES`` (Conv2d, not Conv3d)
+    and raises a TypeError for any other one that has no ``rule`` attribute. Captum's documented way
+    out is to set ``module.rule`` explicitly, which is what we do: ``Alpha1_Beta0_Rule`` (z+) on
+    every Conv3d and Linear, and ``EpsilonRule`` (relevance passes, up to eps) on Flatten, which
+    captum does not know either. MaxPool3d gets captum's default (EpsilonRule = winner-takes-all).
+    Captum sees the bare C3D on normalised clips (it does not know our Normalize); ours explains
+    the classifier on pixel clips, whose relevance is that of the normalised input. Both start from
+    the logit (captum multiplies its normalised relevance by the model output, which is a logit)."""
+    model = small_classifier().double()
+    clips = pixel_clips()
+    target = torch.tensor([1, 3])
+    ours, logits, _ = dtd(model, clips, target, first_rule="zplus")
+
+    net = copy.deepcopy(model.net)
+    normalised = model.normalize(clips).double().requires_grad_()
+    with pytest.raises(TypeError, match="Conv3d"):  # what we work around
+        LRP(copy.deepcopy(net)).attribute(normalised, target=target)
+    for module in net.modules():
+        if isinstance(module, (nn.Conv3d, nn.Linear)):
+            module.rule = Alpha1_Beta0_Rule()
+        elif isinstance(module, nn.Flatten):
+            module.rule = EpsilonRule()
+    theirs = LRP(net).attribute(normalised, target=target).detach()
+
+    assert theirs.shape == ours.shape
+    torch.testing.assert_close(theirs.sum(dim=(1, 2, 3, 4)), logits.gather(1, target[:, None])[:, 0], rtol=1e-3, atol=0)
+    torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-3 * theirs.abs().max().item())
+
+
+# -- zB against a literal reference ---------------------------------------------------------------------
+def linear_map(layer: nn.Module, in_shape: tuple[int, ...]) -> np.ndarray:
+    """The matrix (out_units, in_units) of a bias-free layer, by applying it to every unit vector."""
+    n = int(np.prod(in_shape))
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, *in_shape)
+    with torch.no_grad():
+        out = (
+            torch.nn.functional.conv3d(basis, layer.weight, None, layer.stride, layer.padding)
+            if isinstance(layer, nn.Conv3d)
+            else basis.reshape(n, -1) @ layer.weight.T
+        )
+    return out.reshape(n, -1).T.numpy()
+
+
+def reference_two_layer(model: nn.Sequential, x: torch.Tensor, low: np.ndarray, high: np.ndarray, target: int):
+    """First layer zB, second (Linear, the logits) z+, following the definitions with loops, one clip."""
+    first, second = model[0] if not isinstance(model[0], nn.Flatten) else model[1], model[-1]
+    in_shape = tuple(x.shape)
+    w1 = linear_map(first, in_shape)  # (J, I)
+    b1 = first.bias.detach().numpy()
+    x_flat, l_flat, h_flat = x.numpy().ravel(), low.ravel(), high.ravel()
+    bias = np.repeat(b1, w1.shape[0] // b1.size)  # conv bias per output unit (channel-major)
+    a = np.maximum(w1 @ x_flat + bias, 0)  # hidden activations (J,)
+    w2 = second.weight.detach().numpy()  # (K, J)
+    logit = w2[target] @ a + second.bias.detach().numpy()[target]
+
+    hidden = np.zeros_like(a)  # z+ for the logits layer
+    denom = sum(a[j] * max(w2[target, j], 0) for j in range(a.size))
+    for j in range(a.size):
+        hidden[j] = a[j] * max(w2[target, j], 0) / denom * logit
+
+    relevance = np.zeros_like(x_flat)  # zB for the first layer
+    for j in range(w1.shape[0]):
+        if hidden[j] == 0:
+            continue
+        terms = [
+            x_flat[i] * w1[j, i] - l_flat[i] * max(w1[j, i], 0) - h_flat[i] * min(w1[j, i], 0)
+            for i in range(x_flat.size)
+        ]
+        total = sum(terms)
+        for i in range(x_flat.size):
+            relevance[i] += terms[i] / total * hidden[j]
+    return relevance.reshape(in_shape), logit
+
+
+@pytest.mark.parametrize("first", ["conv", "linear"])
+def test_zb_matches_literal_reference(first):
+    torch.manual_seed(1)
+    in_shape = (2, 3, 4, 4)  # (C, T, H, W)
+    if first == "conv":
+        model = nn.Sequential(
+            nn.Conv3d(2, 3, kernel_size=(2, 3, 3), padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4 * 4, 4)
+        )
+    else:
+        model = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(in_shape)), 10), nn.ReLU(), nn.Linear(10, 4))
+    model = model.double()
+    with torch.no_grad():
+        for module in model:
+            if hasattr(module, "bias"):
+                module.bias.uniform_(-0.2, 0.2)
+    low = torch.tensor([-1.0, -2.0], dtype=torch.float64).view(2, 1, 1, 1)
+    high = torch.tensor([1.5, 0.5], dtype=torch.float64).view(2, 1, 1, 1)
+    x = low + (high - low) * torch.rand(2, *in_shape, dtype=torch.float64)
+    target = [0, 3]
+    ours, logits, _ = dtd(model, x, target, bounds=(low, high))
+    for b in range(2):
+        ref, logit = reference_two_layer(
+            model, x[b], low.expand(in_shape).numpy(), high.expand(in_shape).numpy(), target[b]
+        )
+        np.testing.assert_allclose(logits[b, target[b]].item(), logit, rtol=1e-10)
+        np.testing.assert_allclose(ours[b].numpy(), ref, rtol=1e-6, atol=1e-12)  # eps = 1e-9 in ours
+
+
+def test_normalize_bounds_are_the_pixel_range():
+    """Default zB bounds of a classifier = explicit pixel bounds = normalised bounds on the bare C3D."""
+    model = small_classifier().double()
+    clips = pixel_clips()
+    default, _, _ = dtd(model, clips)
+    explicit, _, _ = dtd(model, clips, bounds=(0.0, 255.0))
+    low, high = model.normalize.bounds()
+    bare, _, _ = dtd(model.net, model.normalize(clips).double(), bounds=(low.double(), high.double()))
+    torch.testing.assert_close(default, explicit)
+    torch.testing.assert_close(default, bare)
+    wrong, _, _ = dtd(model, clips, bounds=(-10.0, 300.0))
+    assert not torch.allclose(default, wrong)
+
+
+# -- pooling ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("pool", ["max_proportional", "avg"])
+def test_proportional_pooling_matches_windows_by_hand(pool):
+    """Relevance of each 2x2x2 window is shared in proportion to its (positive) inputs."""
+    torch.manual_seed(2)
+    pool_layer = nn.MaxPool3d(2) if pool.startswith("max") else nn.AvgPool3d(2)
+    model = nn.Sequential(pool_layer, nn.Flatten(), nn.Linear(2 * 1 * 2 * 2, 3)).double()
+    x = torch.rand(2, 2, 2, 4, 4, dtype=torch.float64) + 0.1
+    options = {"maxpool": "proportional"} if pool.startswith("max") else {}
+    ours, _, target = dtd(model, x, first_rule="zplus", **options)
+    # Relevance at the pool's output, z+ for the Linear, by hand.
+    pooled = pool_layer(x).flatten(1)  # (B, 8)
+    w_pos = model[2].weight.clamp(min=0)[target]  # (B, 8)
+    logit = model(x).gather(1, target[:, None])
+    r_out = (pooled * w_pos / (pooled * w_pos).sum(1, keepdim=True) * logit).view(2, 2, 1, 2, 2)
+    expected = torch.zeros_like(x)
+    for b, c, h, w in np.ndindex(2, 2, 2, 2):
+        window = x[b, c, 0:2, 2 * h : 2 * h + 2, 2 * w : 2 * w + 2]
+        expected[b, c, 0:2, 2 * h : 2 * h + 2, 2 * w : 2 * w + 2] = window / window.sum() * r_out[b, c, 0, h, w]
+    torch.testing.assert_close(ours, expected)
+
+
+def test_maxpool_winner_takes_all():
+    model = nn.Sequential(nn.MaxPool3d(2), nn.Flatten(), nn.Linear(2 * 1 * 2 * 2, 3)).double()
+    x = torch.rand(1, 2, 2, 4, 4, dtype=torch.float64) + 0.1
+    ours, _, _ = dtd(model, x, first_rule="zplus")
+    winners = torch.nn.functional.max_unpool3d(*nn.MaxPool3d(2, return_indices=True)(x), 2, output_size=x.shape[2:])
+    assert ((ours != 0) <= (winners != 0)).all() and (ours[winners == 0] == 0).all()
+
+
+def test_weights_are_untouched_and_inference_mode_works():
+    model = small_classifier()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    clips = pixel_clips()
+    reference, _, _ = dtd(model, clips)
+    with torch.inference_mode():
+        inside, _, _ = dtd(model, clips)
+    torch.testing.assert_close(inside, reference)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+# -- errors ------------------------------------------------------------------------------------------
+def test_unknown_layer_raises_type_error_naming_it():
+    model = nn.Sequential(nn.Conv3d(3, 2, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 4 * 4 * 4, 3))
+    with pytest.raises(TypeError, match="Tanh"):
+        dtd(model, torch.rand(1, 3, 4, 4, 4), bounds=(0.0, 1.0))
+
+
+def test_non_sequential_model_raises_type_error():
+    class Wrapped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.body(x)
+
+    with pytest.raises(TypeError, match="sequential"):
+        dtd(Wrapped(), torch.rand(1, 4), bounds=(0.0, 1.0))
+
+
+def test_zb_without_bounds_or_normalize_raises():
+    model = small_classifier()
+    with pytest.raises(ValueError, match="bounds="):
+        dtd(model.net, model.normalize(pixel_clips()))
+    dtd(model.net, model.normalize(pixel_clips()), first_rule="zplus")  # z+ needs no bounds
+
+
+def test_layer_walk_of_classifier_and_nested_sequential():
+    names = [name for name, _ in dtd_layers(small_classifier())]
+    assert names[:3] == ["normalize", "net.conv1a", "net.relu1a"] and names[-1] == "net.fc8"
+    nested = nn.Sequential(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), nn.ReLU(), nn.Linear(3, 2))
+    assert [name for name, _ in dtd_layers(nested)] == ["0.0", "0.1", "1", "2"]

@@ -1,0 +1,209 @@
+"""SelectiveRelevanceMonitor: preconditions, when it runs, the probe set, stages, loggers, DDP."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from events import images, layout, load, scalars
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+from lightning_selrel import C3DClassifier, MotionContextDataModule, SelectiveRelevanceMonitor
+from lightning_selrel.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE = (16, 16, 16)
+FRACTIONS = (
+    "precision",
+    "selective_precision",
+    "mask_precision",
+    "selective_mask_precision",
+    "selectivity_area",
+    "selectivity_mass",
+    "spatial_bias",
+    "no_relevance",
+)
+
+
+def _setup(val_size: int = 8, **monitor_kwargs):
+    dm = MotionContextDataModule(clip_shape=SHAPE, train_size=8, val_size=val_size, test_size=6, batch_size=4)
+    torch.manual_seed(0)
+    model = C3DClassifier(num_classes=4, width=2, fc_dim=8, clip_shape=SHAPE, class_names=dm.class_names)
+    monitor = SelectiveRelevanceMonitor(**{"num_clips": 4, "fps": 4, **monitor_kwargs})
+    return dm, model, monitor
+
+
+def _trainer(tmp_path, monitor, logger=True, **kwargs) -> pl.Trainer:
+    options = dict(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=1,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=TensorBoardLogger(tmp_path, name="", version="") if logger else False,
+        callbacks=[monitor],
+    )
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def test_unknown_method_and_bad_arguments_fail_at_construction():
+    with pytest.raises(ValueError, match="valid methods: .*dtd.*gradcam.*guided_backprop"):
+        SelectiveRelevanceMonitor(methods=["dtd", "lrp"])
+    with pytest.raises(ValueError, match="target"):
+        SelectiveRelevanceMonitor(target="truth")
+    with pytest.raises(ValueError, match="n_std"):
+        SelectiveRelevanceMonitor(n_std=-1)
+    with pytest.raises(ValueError, match="flow_method"):
+        SelectiveRelevanceMonitor(flow_method="lucas-kanade")
+    with pytest.raises(ValueError, match="twice"):
+        SelectiveRelevanceMonitor(methods=["dtd", "dtd"])
+
+
+def test_fit_logs_every_tag_the_gifs_and_the_layout(tmp_path):
+    dm, model, monitor = _setup(methods=["dtd", "gradcam", "gradcam_t"], num_videos=1)
+    _trainer(tmp_path, monitor).fit(model, dm)
+    events = load(tmp_path)
+    logged = scalars(events)
+    for m in ("dtd", "gradcam", "gradcam_t"):
+        kept_nothing = logged[f"selrel/{m}/selective_no_relevance"][-1][1] == 1.0
+        for name in FRACTIONS + ("explain_ms", "selective_ms"):
+            if kept_nothing and name in ("selective_precision", "selective_mask_precision"):
+                # An untrained model's selective GradCAM can be empty on every clip: no precision to log.
+                assert f"selrel/{m}/{name}" not in logged
+                continue
+            assert f"selrel/{m}/{name}" in logged, f"selrel/{m}/{name}"
+            if name in FRACTIONS:
+                assert 0.0 <= logged[f"selrel/{m}/{name}"][-1][1] <= 1.0, (m, name)
+    assert logged["selrel/dtd/selective_no_relevance"][-1][1] < 1.0
+    assert {"selrel/agreement/dtd_vs_gradcam", "selrel/agreement/gradcam_vs_gradcam_t_std"} <= set(logged)
+    gifs = images(events)
+    assert set(gifs) == {"selrel/dtd/clip_0", "selrel/gradcam/clip_0", "selrel/gradcam_t/clip_0"}
+    # The GIFs sit at the step of the scalars they illustrate.
+    assert gifs["selrel/dtd/clip_0"][0].step == logged["selrel/dtd/precision"][0][0]
+    charts = {chart.title: list(chart.multiline.tag) for c in layout(events).category for chart in c.chart}
+    assert charts["spatial bias, all methods"] == [f"selrel/{m}/spatial_bias" for m in ("dtd", "gradcam", "gradcam_t")]
+    assert "selrel/dtd/selective_precision" in charts["dtd: motion precision, baseline vs selective"]
+
+
+def test_no_validation_data_fails_before_training(tmp_path):
+    dm, model, monitor = _setup()
+    with pytest.raises(MisconfigurationException, match="validation"):
+        _trainer(tmp_path, monitor, limit_val_batches=0).fit(model, dm)
+
+    class NoVal(MotionContextDataModule):
+        val_dataloader = pl.LightningDataModule.val_dataloader
+
+    no_val = NoVal(clip_shape=SHAPE, train_size=8, batch_size=4)
+    with pytest.raises(MisconfigurationException, match="needs validation data"):
+        _trainer(tmp_path, monitor).fit(model, no_val)
+
+
+def test_never_during_the_sanity_check_and_only_every_n_epochs(tmp_path, monkeypatch):
+    dm, model, monitor = _setup(every_n_epochs=2)
+    epochs = []
+    run = monitor._run
+    monkeypatch.setattr(monitor, "_run", lambda trainer, *a: (epochs.append(trainer.current_epoch), run(trainer, *a)))
+    _trainer(tmp_path, monitor, max_epochs=4, num_sanity_val_steps=1).fit(model, dm)
+    assert epochs == [1, 3]
+
+
+def test_fewer_validation_clips_than_num_clips_uses_them_all_and_says_so_once(tmp_path):
+    dm, model, monitor = _setup(val_size=3, num_clips=8)
+    with pytest.warns(UserWarning, match="only 3 clips") as record:
+        _trainer(tmp_path, monitor, max_epochs=2).fit(model, dm)
+    assert sum("only 3 clips" in str(w.message) for w in record) == 1
+    assert monitor.probe_indices["val"] == [0, 1, 2]
+
+
+def test_probe_set_is_fixed_and_survives_a_resume(tmp_path):
+    dm, model, monitor = _setup(val_size=32, seed=1)
+    trainer = _trainer(tmp_path, monitor)
+    trainer.fit(model, dm)
+    first = monitor.probe_indices["val"]
+    assert len(first) == 4
+    ckpt = tmp_path / "epoch1.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    other_seed = SelectiveRelevanceMonitor(num_clips=4, seed=2)
+    fresh = _trainer(tmp_path / "fresh", other_seed)
+    fresh.fit(C3DClassifier(num_classes=4, width=2, fc_dim=8, clip_shape=SHAPE), dm)
+    assert other_seed.probe_indices["val"] != first  # a different seed draws other clips ...
+
+    resumed_monitor = SelectiveRelevanceMonitor(num_clips=4, seed=2)
+    resumed = _trainer(tmp_path / "resumed", resumed_monitor, max_epochs=2)
+    resumed.fit(C3DClassifier(num_classes=4, width=2, fc_dim=8, clip_shape=SHAPE), dm, ckpt_path=ckpt)
+    assert resumed_monitor.probe_indices["val"] == first  # ... but a resume keeps the saved probe set
+
+
+def test_validate_and_test_work_under_inference_mode(tmp_path):
+    dm, model, monitor = _setup(methods=["dtd", "guided_backprop"])
+    trainer = _trainer(tmp_path, monitor)
+    assert trainer.validate_loop.inference_mode and trainer.test_loop.inference_mode  # Lightning's default
+    trainer.validate(model, dm)
+    assert 0 <= float(trainer.callback_metrics["selrel/dtd/spatial_bias"]) <= 1
+    trainer.test(model, dm)
+    assert 0 <= float(trainer.callback_metrics["selrel/guided_backprop/selective_mask_precision"]) <= 1
+    assert monitor.probe_indices["test"] and monitor.probe_indices["val"]
+
+
+def test_without_tensorboard_scalars_are_logged_media_skipped_with_one_warning(tmp_path):
+    dm, model, monitor = _setup(methods=["gradcam"])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        trainer = _trainer(tmp_path, monitor, logger=False, max_epochs=2)
+        trainer.fit(model, dm)
+    assert sum("no TensorBoardLogger" in str(w.message) for w in record) == 1
+    assert "selrel/gradcam/precision" in trainer.callback_metrics
+
+
+def test_fast_dev_run_does_not_crash(tmp_path):
+    dm, model, monitor = _setup(methods=["dtd"])
+    trainer = pl.Trainer(fast_dev_run=1, callbacks=[monitor], enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.warns(UserWarning, match="no TensorBoardLogger"):
+        trainer.fit(model, dm)
+    assert "selrel/dtd/selectivity_mass" in trainer.callback_metrics
+
+
+def test_cli_keeps_one_monitor_and_the_preset_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = main(["--trainer.logger=false"], run=False)
+    assert sum(isinstance(c, SelectiveRelevanceMonitor) for c in cli.trainer.callbacks) == 1
+    preset = tmp_path / "monitor.yaml"
+    preset.write_text(
+        "trainer:\n  callbacks+:\n    - class_path: lightning_selrel.SelectiveRelevanceMonitor\n"
+        "      init_args:\n        n_std: 2.0\n"
+    )
+    cli = main(["--config", str(preset), "--config", str(REPO / "callbacks" / "lr_monitor.yaml")], run=False)
+    monitors = [c for c in cli.trainer.callbacks if isinstance(c, SelectiveRelevanceMonitor)]
+    assert len(monitors) == 1 and monitors[0].n_std == 2.0
+    cli = main(["--trainer.callbacks=[]"], run=False)  # and it can be switched off
+    assert not any(isinstance(c, SelectiveRelevanceMonitor) for c in cli.trainer.callbacks)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process(tmp_path):
+    """2 CPU processes (gloo): each explains its share, metrics sync exactly, rank 0 alone writes media."""
+    methods = ["dtd", "guided_backprop"]
+    dm, model, monitor = _setup(val_size=12, num_clips=5, methods=methods, num_videos=2)
+    ddp = _trainer(tmp_path / "ddp", monitor, strategy="ddp_spawn", devices=2)
+    ddp.validate(model, dm)
+    single_monitor = SelectiveRelevanceMonitor(num_clips=5, methods=methods, num_videos=2)
+    single = _trainer(tmp_path / "single", single_monitor)
+    single.validate(model, dm)
+    ddp_metrics, single_metrics = ddp.callback_metrics, single.callback_metrics
+    compared = [k for k in single_metrics if k.startswith("selrel/") and "_ms" not in k]
+    assert len(compared) > 30
+    for key in compared:
+        torch.testing.assert_close(ddp_metrics[key].double(), single_metrics[key].double(), atol=1e-6, rtol=1e-6)
+    assert len(list((tmp_path / "ddp").rglob("events.out.tfevents.*"))) == 1
+    gifs = images(load(tmp_path / "ddp"))
+    assert set(gifs) == {f"selrel/{m}/clip_{k}" for m in methods for k in (0, 1)}
+    assert all(len(v) == 1 for v in gifs.values())

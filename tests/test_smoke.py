@@ -1,0 +1,113 @@
+"""CI smoke training: the default small model learns, and the monitor's TensorBoard output is complete
+and correct (what a user opens with `tensorboard --logdir lightning_logs`)."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from events import images, load, scalars
+from PIL import Image
+
+from lightning_selrel import C3DClassifier, explain, motion_mask, motion_precision, selective_relevance, selectivity
+from lightning_selrel.cli import main
+from lightning_selrel.monitor import DEFAULT_METHODS
+
+FRACTIONS = (
+    "precision",
+    "selective_precision",
+    "mask_precision",
+    "selective_mask_precision",
+    "selectivity_area",
+    "selectivity_mass",
+    "spatial_bias",
+    "no_relevance",
+    "selective_no_relevance",
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Train the default model (with the default monitor) for a small fixed budget."""
+    root = tmp_path_factory.mktemp("smoke")
+    cli = main(
+        [
+            "fit",
+            "--data.init_args.train_size=384",
+            "--data.init_args.val_size=64",
+            "--trainer.max_epochs=2",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={root}",
+        ]
+    )
+    return cli, Path(cli.trainer.log_dir)
+
+
+def test_the_model_learns(run):
+    _, logdir = run
+    val_acc = scalars(load(logdir))["val/acc"]
+    assert len(val_acc) == 2
+    assert val_acc[-1][1] > 0.25 + 0.35, f"val/acc {val_acc} is not well above chance (0.25)"
+
+
+def test_every_selrel_tag_is_present_finite_and_a_fraction(run):
+    logged = scalars(load(run[1]))
+    for method in DEFAULT_METHODS:
+        for name in FRACTIONS:
+            for tag in (f"selrel/{method}/{name}", f"selrel/{method}/{name}_std"):
+                if name.endswith("no_relevance") and tag.endswith("_std"):
+                    continue  # a share of clips, not a mean over clips
+                assert tag in logged, tag
+                values = np.array([v for _, v in logged[tag]])
+                assert len(values) == 2, tag  # one per validation epoch
+                assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all(), (tag, values)
+        for name in ("explain_ms", "selective_ms"):
+            assert all(v > 0 for _, v in logged[f"selrel/{method}/{name}"])
+            assert f"selrel/{method}/{name}_std" in logged
+    for a, b in itertools.combinations(DEFAULT_METHODS, 2):
+        for tag in (f"selrel/agreement/{a}_vs_{b}", f"selrel/agreement/{a}_vs_{b}_std"):
+            assert tag in logged and 0 <= logged[tag][-1][1] <= 1, tag
+    # The x-axis is the global step: two validation epochs of 12 training steps each.
+    assert [step for step, _ in logged["selrel/dtd/spatial_bias"]] == [11, 23]
+
+
+def test_heatmap_gifs_are_written(run):
+    gifs = images(load(run[1]))
+    assert set(gifs) == {f"selrel/{m}/clip_{k}" for m in DEFAULT_METHODS for k in (0, 1)}
+    for tag, events in gifs.items():
+        assert len(events) == 2, tag
+        blob = events[-1].encoded_image_string
+        assert blob[:6] == b"GIF89a", tag
+        assert Image.open(io.BytesIO(blob)).n_frames == 16, tag  # as many frames as the clip
+
+
+def test_logged_precision_equals_the_functional_metrics_on_the_checkpoint(run):
+    cli, logdir = run
+    ckpt_path = cli.trainer.checkpoint_callback.best_model_path
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    (state,) = [v for k, v in checkpoint["callbacks"].items() if "SelectiveRelevanceMonitor" in k]
+    indices = state["probe_indices"]["val"]
+    assert len(indices) == 8
+    model = C3DClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    items = [cli.datamodule.val_set[i] for i in indices]
+    clips = torch.stack([clip for clip, _, _ in items])
+    exact = torch.stack([mask for _, _, mask in items])
+    flow = torch.stack([motion_mask(clip, threshold=0.5) for clip, _, _ in items])
+
+    relevance = explain(model, clips, "dtd")
+    selective = selective_relevance(relevance, n_std=4.0)
+    expected = {
+        "selrel/dtd/precision": motion_precision(relevance, flow),
+        "selrel/dtd/selective_precision": motion_precision(selective, flow),
+        "selrel/dtd/mask_precision": motion_precision(relevance, exact),
+        "selrel/dtd/selective_mask_precision": motion_precision(selective, exact),
+        "selrel/dtd/selectivity_area": selectivity(relevance, selective).area,
+        "selrel/dtd/spatial_bias": 1 - selectivity(relevance, selective).mass,
+    }
+    logged = scalars(load(logdir))
+    for tag, per_clip in expected.items():
+        assert logged[tag][-1][1] == pytest.approx(float(per_clip.nanmean()), abs=2e-5), tag
