@@ -29,14 +29,14 @@ MODEL_DEFAULTS: dict[str, Any] = {
         "init_args": {"mode": "min", "factor": 0.1, "patience": 10},
     },
 }
-DATA_DEFAULT: dict[str, Any] = {"class_path": "lightning_selrel.data.MotionContextDataModule"}
+DATA_DEFAULT: dict[str, Any] = {"class_path": "lightning_selrel.MotionContextDataModule"}
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_epochs": 3,
-    "log_every_n_steps": 8,
+    "log_every_n_steps": 4,
 }
 # The monitor is a default of `trainer.callbacks`, not a forced callback: it shows in --print_config,
 # a config's own `callbacks:` list replaces it, and `callbacks+:` presets add to it.
-MONITOR = "lightning_selrel.monitor.SelectiveRelevanceMonitor"
+MONITOR = "lightning_selrel.SelectiveRelevanceMonitor"
 CALLBACK_DEFAULTS: list[dict[str, Any]] = [{"class_path": MONITOR}]
 
 

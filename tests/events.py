@@ -7,6 +7,19 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
+# The monitor's per-method tags whose values are fractions in [0, 1].
+FRACTIONS = (
+    "precision",
+    "selective_precision",
+    "mask_precision",
+    "selective_mask_precision",
+    "selectivity_area",
+    "selectivity_mass",
+    "spatial_bias",
+    "no_relevance",
+    "selective_no_relevance",
+)
+
 
 def load(logdir: str | Path) -> EventAccumulator:
     events = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})

@@ -15,14 +15,7 @@ from torch import nn
 from lightning_selrel.classifier import C3DClassifier
 from lightning_selrel.dtd import dtd, dtd_layers
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: OpenMP synchronisation dominates, and one thread is many times faster on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_classifier(seed: int = 0, clip_shape=(16, 16, 16), zero_bias: bool = True) -> C3DClassifier:

@@ -32,13 +32,7 @@ METHODS = ["dtd", "gradcam", "gradcam_t", "guided_backprop", "guided_gradcam"]
 CLIP = (16, 32, 32)  # conv5b sees (T', H', W') = (2, 2, 2): GradCAM maps are not constant
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: OpenMP synchronisation dominates, and one thread is many times faster on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_classifier(seed: int = 0) -> C3DClassifier:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from events import images, layout, load, scalars
+from events import FRACTIONS, images, layout, load, scalars
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
@@ -17,16 +17,6 @@ from lightning_selrel.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (16, 16, 16)
-FRACTIONS = (
-    "precision",
-    "selective_precision",
-    "mask_precision",
-    "selective_mask_precision",
-    "selectivity_area",
-    "selectivity_mass",
-    "spatial_bias",
-    "no_relevance",
-)
 
 
 def _setup(val_size: int = 8, **monitor_kwargs):

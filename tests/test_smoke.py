@@ -10,24 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from events import images, load, scalars
+from events import FRACTIONS, images, load, scalars
 from PIL import Image
 
 from lightning_selrel import C3DClassifier, explain, motion_mask, motion_precision, selective_relevance, selectivity
 from lightning_selrel.cli import main
 from lightning_selrel.monitor import DEFAULT_METHODS
-
-FRACTIONS = (
-    "precision",
-    "selective_precision",
-    "mask_precision",
-    "selective_mask_precision",
-    "selectivity_area",
-    "selectivity_mass",
-    "spatial_bias",
-    "no_relevance",
-    "selective_no_relevance",
-)
 
 
 @pytest.fixture(scope="module")
