@@ -26,8 +26,9 @@ class C3DClassifier(pl.LightningModule):
 
     ``forward`` takes clips as the data yields them: uint8 or float in pixel scale [0, 255], shape
     (B, 3, T, H, W); it normalises with the ``mean``/``std`` buffers of :attr:`normalize`, which
-    are saved in checkpoints. All constructor arguments are saved as hyperparameters, so
-    ``C3DClassifier.load_from_checkpoint(path)`` rebuilds the same network.
+    are saved in checkpoints. The constructor arguments that shape the network (all but the
+    optimiser and scheduler factories and ``pretrained``) are saved as hyperparameters, so
+    ``C3DClassifier.load_from_checkpoint(path)`` rebuilds the same network from the file alone.
 
     Args:
         num_classes: Number of classes.
