@@ -1,6 +1,6 @@
 """Entry point of ``python -m lightning_selrel``."""
 
-from .cli import main
+from .cli import console
 
 if __name__ == "__main__":
-    main()
+    console()

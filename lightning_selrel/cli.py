@@ -16,7 +16,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from .classifier import C3DClassifier
 
-__all__ = ["SelrelCLI", "main", "MODEL_DEFAULTS", "TRAINER_DEFAULTS", "DATA_DEFAULT", "CALLBACK_DEFAULTS"]
+__all__ = ["SelrelCLI", "console", "main", "MODEL_DEFAULTS", "TRAINER_DEFAULTS", "DATA_DEFAULT", "CALLBACK_DEFAULTS"]
 
 # The small model the default run trains (the standard C3D is width 64, fc_dim 4096).
 MODEL_DEFAULTS: dict[str, Any] = {
@@ -32,7 +32,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
 DATA_DEFAULT: dict[str, Any] = {"class_path": "lightning_selrel.MotionContextDataModule"}
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_epochs": 3,
-    "log_every_n_steps": 4,
+    "log_every_n_steps": 8,
 }
 # The monitor is a default of `trainer.callbacks`, not a forced callback: it shows in --print_config,
 # a config's own `callbacks:` list replaces it, and `callbacks+:` presets add to it.
@@ -91,3 +91,8 @@ def main(args: ArgsType = None, *, run: bool = True) -> SelrelCLI | None:
         run=run,
         auto_configure_optimizers=False,  # the model takes its optimiser and scheduler as arguments
     )
+
+
+def console() -> None:
+    """Entry point of the ``lightning-selrel`` script: like ``python -m lightning_selrel``, exit status 0 on success."""
+    main()

@@ -392,9 +392,11 @@ class SelectiveRelevanceMonitor(Callback):
             for i in range(rel.shape[0]):
                 k = probe.positions[i]
                 p, pred = probs[i].max(dim=-1)
-                title = f"true: {name(int(probe.labels[i]))} | pred: {name(int(pred))} ({float(p):.2f})"
+                title = (
+                    f"true: {name(int(probe.labels[i]))} | pred: {name(int(pred))} ({float(p):.2f}) | n={self.n_std:g}"
+                )
                 frames = render_panels(
-                    probe.clips[i], rel[i], sel[i], title=title, labels=("input", method, f"selective n={self.n_std:g}")
+                    probe.clips[i], rel[i], sel[i], title=title, labels=("input", method, "selective")
                 )
                 write_gif(writer, f"selrel/{method}/clip_{k}", frames, _logging_step(trainer), self.fps)
         writer.flush()

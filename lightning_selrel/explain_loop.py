@@ -1,0 +1,351 @@
+"""Explaining a stream of frames window by window: the loops behind ``python -m lightning_selrel explain``.
+
+:class:`WindowExplainer` classifies one window, explains it with each method, keeps the selective
+relevance, measures it against optical flow and renders input | baseline | selective panels (one
+row per method). :func:`run_offline` slides windows over a video file; :func:`run_live` explains
+the newest window of a stream whenever it is free (frames that arrive meanwhile are dropped, see
+:class:`~lightning_selrel.stream.RingBuffer`). Both return the report's ``windows`` and ``summary``;
+:func:`json_safe` turns undefined values (NaN) into ``null``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import cv2
+import numpy as np
+import torch
+
+from .classifier import C3DClassifier
+from .explain import explain_with_logits
+from .flow import motion_mask
+from .metrics import motion_precision, selectivity
+from .render import render_panels
+from .selective import selective_relevance
+from .stream import FramePrep, RingBuffer, Source, StreamError, StreamReader, VideoSink, loop_pad
+
+__all__ = ["METRICS", "Outputs", "StatusLine", "WindowExplainer", "json_safe", "run_live", "run_offline", "summarise"]
+
+# Per method and window, in the report; fractions in [0, 1] or milliseconds.
+METRICS = (
+    "precision",
+    "selective_precision",
+    "selectivity_area",
+    "selectivity_mass",
+    "spatial_bias",
+    "explain_ms",
+    "selective_ms",
+)
+
+
+# -- one window ----------------------------------------------------------------------------------
+@dataclass
+class WindowExplainer:
+    """Classifies, explains and measures one window, and renders its panels (one row per method)."""
+
+    model: C3DClassifier
+    methods: Sequence[str] = ("dtd",)
+    n_std: float = 4.0
+    flow: str | None = "farneback"
+    flow_threshold: float = 0.5
+
+    @property
+    def clip_len(self) -> int:
+        return int(self.model.clip_shape[0])
+
+    def __call__(self, frames: np.ndarray, first: int, real: int | None = None) -> tuple[dict[str, Any], np.ndarray]:
+        """Explain frames (T, H, W, 3) uint8 RGB starting at stream frame ``first``.
+
+        Args:
+            frames: The window, loop-padded if the source had fewer than T frames.
+            first: Stream index of ``frames[0]``.
+            real: Frames of the source in the window (default T); fewer means loop-padded.
+
+        Returns:
+            The window's record (prediction, per-method metrics and timings) and the rendered panels
+            uint8 (T, rows * H', W', 3).
+        """
+        clip = torch.from_numpy(np.ascontiguousarray(frames.transpose(3, 0, 1, 2)))  # (3, T, H, W)
+        t0 = time.perf_counter()
+        motion = motion_mask(clip, threshold=self.flow_threshold, method=self.flow) if self.flow else None
+        real = len(frames) if real is None else real
+        record: dict[str, Any] = {"start": first, "end": first + real - 1, "loop_padded": real < len(frames)}
+        record.update(prediction=None, methods={}, flow_ms=_ms(t0))
+        device = next(self.model.parameters()).device
+        rows = []
+        for method in self.methods:
+            t0 = time.perf_counter()
+            explanation = explain_with_logits(self.model, clip[None].to(device), method)
+            explain_ms, t1 = _ms(t0, device), time.perf_counter()
+            selective = selective_relevance(explanation.relevance, n_std=self.n_std)
+            selective_ms = _ms(t1, device)
+            rel, sel = explanation.relevance[0].cpu(), selective[0].cpu()  # (T, H, W)
+            if record["prediction"] is None:
+                probability, index = explanation.logits[0].softmax(dim=-1).max(dim=-1)
+                names = self.model.class_names
+                record["prediction"] = {
+                    "index": int(index),
+                    "name": names[int(index)],
+                    "probability": float(probability),
+                }
+            area, mass = selectivity(rel, sel)
+            record["methods"][method] = {
+                "precision": float(motion_precision(rel, motion)) if motion is not None else None,
+                "selective_precision": float(motion_precision(sel, motion)) if motion is not None else None,
+                "selectivity_area": float(area),
+                "selectivity_mass": float(mass),
+                "spatial_bias": 1.0 - float(mass),
+                "explain_ms": explain_ms,
+                "selective_ms": selective_ms,
+            }
+            pred = record["prediction"]
+            title = f"{pred['name']} ({pred['probability']:.2f}) | frames {first}-{record['end']} | n={self.n_std:g}"
+            rows.append(render_panels(clip, rel, sel, title=title, labels=("input", method, "selective")))
+        return record, np.concatenate(rows, axis=1)  # (T, rows * H', W', 3)
+
+
+def _ms(start: float, device: torch.device | None = None) -> float:
+    """Milliseconds since ``start``, after the device's queued work is done."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1000.0
+
+
+# -- outputs -------------------------------------------------------------------------------------
+class StatusLine:
+    """One status line on a terminal stream, overwritten with ``\\r`` at most every ``interval`` seconds."""
+
+    def __init__(self, stream: TextIO | None = sys.stderr, interval: float = 0.5) -> None:
+        self.stream, self.interval, self._last, self._width = stream, interval, -math.inf, 0
+
+    def update(self, text: str) -> None:
+        now = time.monotonic()
+        if self.stream is None or now - self._last < self.interval:
+            return
+        self._last = now
+        self.stream.write("\r" + text.ljust(self._width))
+        self.stream.flush()
+        self._width = len(text)
+
+    def close(self) -> None:
+        if self.stream is not None and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._width = 0
+
+
+class Outputs:
+    """Where rendered frames go: a :class:`VideoSink`, a window on screen, or both."""
+
+    def __init__(self, sink: VideoSink | None = None, show: bool = False, status: StatusLine | None = None) -> None:
+        self.sink, self.status = sink, status or StatusLine(None)
+        self.title = "lightning_selrel explain (q: quit)" if show else None
+
+    def emit(self, frame: np.ndarray, repeat: int = 1) -> bool:
+        """Write and/or show a frame (H, W, 3) uint8 RGB; False when the viewer asked to quit."""
+        if self.sink is not None:
+            self.sink.write(frame, repeat)
+        if self.title is not None:
+            cv2.imshow(self.title, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                return False
+        return True
+
+    def close(self) -> None:
+        """Finish the video file (it reads back afterwards) and close the window."""
+        self.status.close()
+        if self.title is not None:
+            cv2.destroyAllWindows()
+        if self.sink is not None:
+            self.sink.close()
+
+
+# -- loops ---------------------------------------------------------------------------------------
+def run_offline(
+    explainer: WindowExplainer,
+    capture: cv2.VideoCapture,
+    source: Source,
+    prep: FramePrep,
+    *,
+    stride: int,
+    outputs: Outputs,
+    max_windows: int | None = None,
+) -> dict[str, Any]:
+    """Slide a window over a video file; returns ``{"stopped", "windows", "summary"}``."""
+    length, records, recent = explainer.clip_len, [], deque(maxlen=explainer.clip_len)
+    state = {"written": -1, "stopped": "end of video"}
+    started = time.perf_counter()
+    expected = None
+    if source.frames:  # the strided windows, plus one for the tail
+        span = max(source.frames - length, 0)
+        expected = span // stride + 1 + (span % stride > 0)
+
+    def process(frames: np.ndarray, first: int, real: int, tail: bool = False) -> bool:
+        record, rendered = explainer(frames, first, real)
+        record["tail"] = tail
+        records.append(record)
+        for t in range(max(0, state["written"] + 1 - first), real):  # frames not written by earlier windows
+            if not outputs.emit(rendered[t]):
+                state["stopped"] = "window closed"
+                return False
+        state["written"] = first + real - 1
+        pred, wps = record["prediction"], len(records) / (time.perf_counter() - started)
+        total = f"/{expected}" if expected else ""
+        outputs.status.update(
+            f"window {len(records)}{total} | {wps:.2f} windows/s | {pred['name']} ({pred['probability']:.2f})"
+        )
+        if max_windows is not None and len(records) >= max_windows:
+            state["stopped"] = "max_windows"
+        return state["stopped"] == "end of video"
+
+    frame, index, last_start = source.first, 0, None
+    try:
+        while frame is not None:
+            recent.append(prep(frame))
+            start = index - length + 1
+            if start >= 0 and start % stride == 0:
+                last_start = start
+                if not process(np.stack(recent), start, length):
+                    break
+            ok, frame = capture.read()
+            frame, index = (frame if ok else None), index + 1
+        if frame is None and index < length:  # shorter than one clip: loop-padded as in training
+            process(loop_pad(np.stack(recent), length), 0, index)
+        elif frame is None and last_start != index - length:  # the tail after the last full stride
+            process(np.stack(recent), index - length, length, tail=True)
+    except KeyboardInterrupt:
+        state["stopped"] = "interrupted"
+    finally:
+        capture.release()
+    wall = time.perf_counter() - started
+    summary = summarise(records, explainer.methods, wall)
+    summary["frames_read"] = index + (frame is not None)
+    return {"stopped": state["stopped"], "windows": records, "summary": summary}
+
+
+def run_live(
+    explainer: WindowExplainer,
+    capture: cv2.VideoCapture,
+    source: Source,
+    prep: FramePrep,
+    *,
+    pace_fps: float | None,
+    outputs: Outputs,
+    max_windows: int | None = None,
+    duration: float | None = None,
+    on_window: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Explain the newest window of a stream whenever the explainer is free; returns the report body.
+
+    ``on_window(record)`` runs after each window (tests raise ``KeyboardInterrupt`` from it). Stops at
+    the end of the source, after ``max_windows`` windows or ``duration`` seconds, on Ctrl-C, or when
+    the viewer quits.
+    """
+    length, records = explainer.clip_len, []
+    ring = RingBuffer(length)
+    reader = StreamReader(capture, source, prep, ring, pace_fps)
+    stopped, last_newest, first_take = "source ended", None, None
+    started = time.monotonic()
+    reader.start()
+    try:
+        while True:
+            if duration is not None and time.monotonic() - started >= duration:
+                stopped = "duration"
+                break
+            window = ring.take(timeout=0.1)
+            if window is None:
+                if ring.exhausted:
+                    break
+                continue
+            first_take = first_take or time.monotonic()
+            real = len(window.frames)
+            frames = window.frames if real == length else loop_pad(window.frames, length)
+            record, rendered = explainer(frames, window.first, real)
+            repeat = 1 if last_newest is None else window.newest - last_newest
+            last_newest = window.newest
+            keep_going = outputs.emit(rendered[real - 1], repeat)  # the newest frame, as the paper shows it
+            done = time.monotonic()
+            record.update(
+                latency_ms=(done - window.arrived) * 1000, time_s=done - started, frames_dropped=ring.frames_dropped
+            )
+            records.append(record)
+            pred, wps = record["prediction"], len(records) / max(done - first_take, 1e-9)
+            outputs.status.update(
+                f"{len(records)} windows | {wps:.2f} windows/s | latency {record['latency_ms']:.0f} ms | "
+                f"dropped {ring.frames_dropped}/{ring.frames_read} frames | {pred['name']} ({pred['probability']:.2f})"
+            )
+            if on_window is not None:
+                on_window(record)
+            if not keep_going:
+                stopped = "window closed"
+                break
+            if max_windows is not None and len(records) >= max_windows:
+                stopped = "max_windows"
+                break
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    finally:
+        reader.stop()
+    if reader.error is not None and stopped == "source ended":
+        raise StreamError(f"reading {source.kind} {source.spec} failed: {reader.error}")
+    last_done = records[-1]["time_s"] + started if records else time.monotonic()
+    summary = summarise(records, explainer.methods, last_done - (first_take or last_done))
+    latency = [r["latency_ms"] for r in records]
+    fps = pace_fps or source.fps
+    summary.update(
+        frames_read=ring.frames_read,
+        frames_dropped=ring.frames_dropped,
+        # Each frame from the T-th on completes a window: explained as the newest frame of one, or dropped.
+        frames_dropped_share=ring.frames_dropped / max(1, ring.frames_read - length + 1),
+        latency_ms_mean=float(np.mean(latency)) if latency else None,
+        latency_ms_max=float(np.max(latency)) if latency else None,
+        source_fps=fps,
+        windows_per_source_frame=summary["windows_per_s"] / fps if fps and summary["windows_per_s"] else None,
+    )
+    return {"stopped": stopped, "windows": records, "summary": summary}
+
+
+# -- report --------------------------------------------------------------------------------------
+def summarise(records: Sequence[dict[str, Any]], methods: Sequence[str], seconds: float) -> dict[str, Any]:
+    """Means over windows (undefined values skipped), window count and windows/s."""
+    per_method = {}
+    for method in methods:
+        values = {k: [r["methods"][method][k] for r in records] for k in METRICS}
+        per_method[method] = {k: _mean(v) for k, v in values.items()}
+        per_method[method]["no_relevance"] = sum(not _finite(v) for v in values["selectivity_mass"])
+    return {
+        "windows": len(records),
+        "seconds": seconds,
+        "windows_per_s": len(records) / seconds if seconds > 0 and records else None,
+        "flow_ms": _mean([r["flow_ms"] for r in records]),
+        "predictions": dict(Counter(r["prediction"]["name"] for r in records)),
+        "methods": per_method,
+    }
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    kept = [float(v) for v in values if _finite(v)]
+    return sum(kept) / len(kept) if kept else None
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON types, with ``None`` (null) for NaN and infinities."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.generic, torch.Tensor)):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value

@@ -1,0 +1,309 @@
+"""``python -m lightning_selrel explain``: selective explanations of a video file or a live stream.
+
+Offline (``--video FILE``) a window of the model's clip length slides over the video by ``--stride``
+frames (default: the clip length); a last window aligned with the end covers the tail, and a video
+shorter than one clip is loop-padded as in training. Live (``--source 0``, a URL, or a file played at
+its frame rate) a reader thread keeps the last clip-length frames in a ring buffer and the explainer
+takes the newest window whenever it is free: frames that arrive meanwhile are dropped, never queued.
+
+Each window is classified, explained with every ``--methods`` entry, and reduced to its selective
+relevance; motion precision is measured against optical flow of the window's frames. Outputs:
+
+- ``--out`` (.mp4, .avi or .gif; prefer .mp4 live: a GIF is kept in memory until the end):
+  input | baseline | selective panels with the prediction, one row per method. Offline every
+  frame is written once, drawn from the first window it is new in, at the video's frame rate.
+  Live the newest frame of each window is written, held for as many source frames as arrived
+  until the next window, so the recording plays at the stream's pace.
+- ``--json``: per window the frames, prediction, metrics and timings, and a summary; undefined
+  values (a map without positive relevance has no precision) are ``null``.
+- ``--show``: a window (``cv2.imshow``) where a display exists; ``q`` or Esc quits.
+
+The model, its clip shape, class names and normalisation come from the checkpoint. Frames are
+resized and centre-cropped as in training (see :func:`frame_prep`). Exit codes: 0 done (live:
+also when stopped with Ctrl-C), 2 bad input (one line on stderr naming it and the fix), 130 an
+offline run stopped with Ctrl-C (its outputs are still finished and playable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .classifier import C3DClassifier
+from .explain import available_methods
+from .explain_loop import Outputs, StatusLine, WindowExplainer, json_safe, run_live, run_offline
+from .flow import FLOW_METHODS
+from .stream import UCF_RATIO, FramePrep, StreamError, VideoSink, display_unavailable, open_source
+
+__all__ = ["ExplainError", "build_parser", "frame_prep", "load_checkpoint", "main"]
+
+
+class ExplainError(RuntimeError):
+    """A bad argument or checkpoint; the one-line message names it and the fix."""
+
+
+# -- checkpoint ----------------------------------------------------------------------------------
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[C3DClassifier, dict[str, Any]]:
+    """A :class:`C3DClassifier` in eval mode and the data module's hyperparameters saved with it ({} if none).
+
+    Raises:
+        ExplainError: If the file is missing, not a PyTorch file, or not a C3DClassifier checkpoint.
+    """
+    path = Path(path)
+    fix = "pass a .ckpt written by `python -m lightning_selrel fit` (lightning_logs/version_N/checkpoints/)"
+    if not path.is_file():
+        raise ExplainError(f"checkpoint {path} not found: {fix}")
+    try:
+        try:  # memory-mapped: only the small pickled part is read here
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        if "Weights only load failed" in str(error):
+            reason = "it holds Python objects that torch.load(weights_only=True) refuses"
+        else:
+            reason = f"not a file written by torch.save: {type(error).__name__}"
+        raise ExplainError(f"checkpoint {path} is not a loadable PyTorch checkpoint ({reason}): {fix}") from None
+    hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
+    weights = raw.get("state_dict") if isinstance(raw, dict) else None
+    if (
+        not isinstance(hparams, dict)
+        or not {"num_classes", "clip_shape"} <= set(hparams)
+        or not isinstance(weights, dict)
+        or not any(str(k).startswith("net.") for k in weights)
+    ):
+        raise ExplainError(f"{path} is not a C3DClassifier checkpoint (no C3D hyperparameters and weights): {fix}")
+    try:
+        model = C3DClassifier.load_from_checkpoint(path, map_location=device, weights_only=True)
+    except Exception as error:
+        raise ExplainError(f"checkpoint {path} does not fit C3DClassifier ({str(error)[:160]}): {fix}") from None
+    datamodule = raw.get("datamodule_hyper_parameters") or {}
+    return model.eval(), dict(datamodule) if isinstance(datamodule, dict) else {}
+
+
+def frame_prep(model: C3DClassifier, datamodule: dict[str, Any], resize: Sequence[int] | None = None) -> FramePrep:
+    """How frames are brought to the model's clip (H, W), decided from the checkpoint.
+
+    ``--resize H W`` wins. Otherwise, when the checkpoint's data module had ``resize`` and ``crop``
+    (the UCF-101 preset: 128 x 171, 112), frames keep their aspect ratio and are scaled by the same
+    ratio (128 / 112) before the centre crop; a data module without them (the synthetic data, whose
+    frames are the whole clip) gives ratio 1; a checkpoint without a data module gets the UCF ratio.
+    Frames that already have the clip size are never resized.
+    """
+    clip_hw = (int(model.clip_shape[1]), int(model.clip_shape[2]))
+    if resize is not None:
+        return FramePrep(clip_hw, resize=(int(resize[0]), int(resize[1])), rule="--resize")
+    name = str(datamodule.get("_class_path", "the checkpoint's data module")).rsplit(".", 1)[-1]
+    if "resize" in datamodule and "crop" in datamodule:
+        ratio = min(int(s) for s in datamodule["resize"]) / int(datamodule["crop"])
+        return FramePrep(clip_hw, ratio=ratio, rule=f"{name} resize {datamodule['resize']} / crop {datamodule['crop']}")
+    if datamodule:
+        return FramePrep(clip_hw, ratio=1.0, rule=f"{name} has no resize/crop: frames are the whole clip")
+    return FramePrep(clip_hw, ratio=UCF_RATIO, rule="no data module in the checkpoint: UCF-101 ratio 128/112")
+
+
+# -- command -------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"explain: error: {message}; see --help\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options (``python -m lightning_selrel explain --help``)."""
+    parser = _Parser(
+        prog="python -m lightning_selrel explain",
+        description="Selective explanations of a video file (--video) or a live stream (--source).",
+        epilog="Frames: kept when already the clip size; else scaled (aspect kept) by the checkpoint's data-module "
+        "ratio (UCF-101: 128/112; synthetic: 1) and centre-cropped; --resize overrides. Live: frames that arrive "
+        "while a window is explained are dropped, not queued; Ctrl-C stops and finishes the outputs. "
+        "Exit codes: 0 done, 2 bad input, 130 offline run interrupted.",
+    )
+    parser.add_argument("--ckpt", required=True, help="C3DClassifier checkpoint (.ckpt) written by fit")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--video", help="video file, explained window by window")
+    where.add_argument(
+        "--source", help="live: camera index (0), stream URL, or a video file (played at its frame rate)"
+    )
+    parser.add_argument("--out", help="annotated video: .mp4, .avi or .gif")
+    parser.add_argument("--json", help="report: per window and summary")
+    parser.add_argument("--show", action="store_true", help="show the panels in a window (needs a display)")
+    parser.add_argument(
+        "--methods", nargs="+", default=["dtd"], help=f"default dtd; one row each, of {', '.join(available_methods())}"
+    )
+    parser.add_argument(
+        "--n-std", type=float, default=4.0, help="selective threshold in std of the edge map (default 4)"
+    )
+    parser.add_argument("--stride", type=int, help="offline: frames between window starts (default: clip length)")
+    parser.add_argument(
+        "--resize", type=int, nargs=2, metavar=("H", "W"), help="resize frames to exactly H x W, then centre-crop"
+    )
+    parser.add_argument(
+        "--flow",
+        default="farneback",
+        choices=[*FLOW_METHODS, "none"],
+        help="optical flow for motion precision (default farneback)",
+    )
+    parser.add_argument(
+        "--flow-threshold", type=float, default=0.5, help="moving: flow above this many pixels (default 0.5)"
+    )
+    parser.add_argument(
+        "--fps", type=float, help="frame rate of the source and the output (default: the source's, else 25)"
+    )
+    parser.add_argument(
+        "--realtime",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="live: deliver a file's frames at its frame rate (default: on for files)",
+    )
+    parser.add_argument("--max-windows", type=int, help="stop after this many windows")
+    parser.add_argument("--duration", type=float, help="live: stop after this many seconds")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--quiet", action="store_true", help="no status line")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, on_window: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """Run the command with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    ``on_window`` is passed to :func:`run_live` (a hook for tests).
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        return _run(args, on_window)
+    except (ExplainError, StreamError) as error:
+        print(f"explain: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the loops (they handle Ctrl-C themselves): nothing written yet
+        print("explain: interrupted before the first window", file=sys.stderr)
+        return 130
+
+
+def _check_args(args: argparse.Namespace) -> list[str]:
+    methods = [m for entry in args.methods for m in entry.split(",") if m]
+    unknown = [m for m in methods if m not in available_methods()]
+    if unknown or not methods or len(set(methods)) != len(methods):
+        raise ExplainError(
+            f"--methods {' '.join(args.methods)}: use distinct names of {', '.join(available_methods())}"
+        )
+    for name, value, low in (
+        ("--n-std", args.n_std, 0),
+        ("--stride", args.stride, 1),
+        ("--fps", args.fps, 1e-3),
+        ("--max-windows", args.max_windows, 1),
+        ("--duration", args.duration, 1e-3),
+        ("--threads", args.threads, 1),
+        ("--flow-threshold", args.flow_threshold, 0),
+    ):
+        if value is not None and not value >= low:
+            raise ExplainError(f"{name} {value}: must be at least {low}")
+    if args.video is not None and args.video.strip().isdigit():
+        raise ExplainError(f"--video {args.video} is a camera index: use --source {args.video} for a live stream")
+    for option in ("out", "json"):
+        path = getattr(args, option)
+        if path and not Path(path).resolve().parent.is_dir():
+            raise ExplainError(f"--{option} {path}: folder {Path(path).resolve().parent} does not exist; create it")
+    if args.out and Path(args.out).suffix.lower() not in VideoSink.CODECS:
+        raise ExplainError(f"--out {args.out}: use a .mp4, .avi or .gif file name")
+    if args.show and (reason := display_unavailable()):
+        if not args.out:
+            raise ExplainError(f"--show: {reason}; pass --out FILE.mp4 to record the explanations instead")
+        print(f"explain: --show: {reason}; writing to {args.out} instead", file=sys.stderr)
+        args.show = False
+    if not (args.out or args.json or args.show):
+        raise ExplainError("nothing to write: pass --out FILE.mp4 (or .gif), --json FILE.json and/or --show")
+    return methods
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ExplainError(f"--device {name}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ExplainError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def _run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] | None) -> int:
+    methods = _check_args(args)
+    device = _device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    live = args.video is None
+    capture, source = open_source(args.source if live else args.video)  # before the slow part: typos fail fast
+    try:
+        model, datamodule = load_checkpoint(args.ckpt, device)
+        prep = frame_prep(model, datamodule, args.resize)
+    except BaseException:
+        capture.release()
+        raise
+    fps = args.fps or source.fps or 25.0
+    realtime = args.realtime if args.realtime is not None else source.kind == "file"
+    pace = fps if live and realtime else None
+    stride = args.stride or int(model.clip_shape[0])
+    flow = None if args.flow == "none" else args.flow
+    explainer = WindowExplainer(model, methods, args.n_std, flow, args.flow_threshold)
+    outputs = Outputs(show=args.show, status=StatusLine(None if args.quiet else sys.stderr))
+    report: dict[str, Any] = {
+        "checkpoint": str(args.ckpt),
+        "mode": "live" if live else "offline",
+        "source": {
+            "spec": source.spec,
+            "kind": source.kind,
+            "fps": source.fps,
+            "frames": source.frames,
+            "size": list(source.size),
+        },
+        "clip_shape": list(model.clip_shape),
+        "class_names": list(model.class_names),
+        "methods": methods,
+        "n_std": args.n_std,
+        "flow": {"method": args.flow, "threshold": args.flow_threshold},
+        "preprocessing": prep.describe(source.size),
+        "output_fps": fps,
+        **({"pace_fps": pace} if live else {"stride": stride}),
+    }
+    try:  # the reader thread (live) or run_offline releases the capture
+        outputs.sink = VideoSink(args.out, fps) if args.out else None
+        if live:
+            body = run_live(
+                explainer,
+                capture,
+                source,
+                prep,
+                pace_fps=pace,
+                outputs=outputs,
+                max_windows=args.max_windows,
+                duration=args.duration,
+                on_window=on_window,
+            )
+        else:
+            body = run_offline(
+                explainer, capture, source, prep, stride=stride, outputs=outputs, max_windows=args.max_windows
+            )
+    finally:
+        outputs.close()  # finalises the video even on Ctrl-C or an error: the file stays playable
+    report.update(body)
+    if args.json:
+        Path(args.json).write_text(json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
+    summary = body["summary"]
+    rate = f"{summary['windows_per_s']:.2f} windows/s" if summary["windows_per_s"] else "-"
+    written = "".join(f"; wrote {p}" for p in (args.out, args.json) if p)
+    print(f"explain: {summary['windows']} windows ({rate}), stopped: {body['stopped']}{written}")
+    return 130 if body["stopped"] == "interrupted" and not live else 0

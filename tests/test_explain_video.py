@@ -1,0 +1,326 @@
+"""The ``explain`` command: offline and live paths, frame preprocessing, the ring buffer, bad input.
+
+Videos are written here with OpenCV (MJPG .avi): a bright square moving right over a static noise
+background. The model is a tiny random C3D (16 x 16 x 16 clips) saved as a Lightning checkpoint.
+The live path is tested by streaming a file at its frame rate through the same reader thread and
+ring buffer a camera uses.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image, ImageSequence
+from ucf_fixture import write_video
+
+from lightning_selrel import C3DClassifier, cli
+from lightning_selrel.explain_loop import WindowExplainer
+from lightning_selrel.explain_video import frame_prep, main
+from lightning_selrel.stream import UCF_RATIO, FramePrep, RingBuffer, StreamError, count_frames, display_unavailable
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ["left", "right", "up", "down"]
+PANEL_H = 34 + 96  # render_panels: header + 16 px frames enlarged 6x
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: a tiny model is many times faster on one thread
+
+
+def moving_square(frames: int, size: tuple[int, int] = (24, 32), seed: int = 0) -> np.ndarray:
+    """RGB frames (T, H, W, 3): static noise with a bright 6 px square moving 1 px per frame."""
+    height, width = size
+    background = np.random.default_rng(seed).integers(0, 90, (height, width, 3), dtype=np.uint8)
+    video = np.repeat(background[None], frames, axis=0)
+    for t in range(frames):
+        x = t % (width - 6)
+        video[t, height // 3 : height // 3 + 6, x : x + 6] = 230
+    return video
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> SimpleNamespace:
+    base = tmp_path_factory.mktemp("explain")
+    torch.manual_seed(0)
+    model = C3DClassifier(num_classes=4, width=2, fc_dim=8, clip_shape=(16, 16, 16), class_names=NAMES)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(base / "tiny.ckpt")
+    write_video(base / "clip40.avi", moving_square(40), fps=25)
+    write_video(base / "short.avi", moving_square(10), fps=25)
+    write_video(base / "live.avi", moving_square(60), fps=50)
+    (base / "garbage.avi").write_bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    (base / "text.ckpt").write_text("not a checkpoint\n")
+    torch.save({"weights": torch.zeros(3)}, base / "other.ckpt")
+    return SimpleNamespace(base=base, ckpt=base / "tiny.ckpt", **{p.stem: p for p in base.glob("*.avi")})
+
+
+def read_json(path: Path) -> dict:
+    def refuse(constant: str):
+        raise AssertionError(f"{path} holds {constant}: not valid JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+# -- preprocessing and the ring buffer -----------------------------------------------------------
+def test_frame_prep_follows_the_checkpoints_data():
+    ucf = {"_class_path": "lightning_selrel.ucf101.UCF101DataModule", "resize": [128, 171], "crop": 112}
+    synthetic = {"_class_path": "lightning_selrel.data.MotionContextDataModule", "clip_shape": [16, 48, 48]}
+    model = SimpleNamespace(clip_shape=(16, 112, 112))
+    # UCF-101 preset: a 320 x 240 video becomes exactly the training frames, 128 x 171, then crop 112.
+    assert frame_prep(model, ucf).resized_size((240, 320)) == (128, 171)
+    assert frame_prep(model, {}).ratio == pytest.approx(UCF_RATIO)  # no data module: the UCF ratio
+    assert frame_prep(model, synthetic).resized_size((240, 320)) == (112, 149)  # whole frame, short side = clip
+    assert frame_prep(model, ucf, resize=(120, 200)).resized_size((240, 320)) == (120, 200)
+    # A frame of the clip size is used as it is (RGB), whatever the rule.
+    frame = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(frame_prep(model, ucf)(frame), frame[..., ::-1])
+    # Resize, then the centre crop of training (UCF101Clips.crop_box).
+    big = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    expected = cv2.cvtColor(cv2.resize(big, (171, 128), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(frame_prep(model, ucf)(big), expected[8:120, 29:141])
+    with pytest.raises(StreamError, match=r"--resize 100 100 is smaller than the model's clip 112x112"):
+        FramePrep((112, 112), resize=(100, 100))
+
+
+def test_ring_buffer_keeps_the_newest_window_and_counts_drops():
+    ring = RingBuffer(4)
+    assert ring.take(timeout=0.01) is None  # not full yet
+    for i in range(6):
+        ring.push(np.full((1,), i))
+    window = ring.take(timeout=0)
+    assert (window.first, window.newest) == (2, 5) and window.frames[:, 0].tolist() == [2, 3, 4, 5]
+    assert ring.take(timeout=0.01) is None  # nothing new: the same window is never explained twice
+    for i in range(6, 10):
+        ring.push(np.full((1,), i))
+    assert ring.take(timeout=0).newest == 9
+    # Frames 3 and 4 (complete windows never taken) and 6, 7, 8 were dropped, not queued.
+    assert ring.frames_dropped == 5 and ring.windows_taken + ring.frames_dropped == 10 - 4 + 1
+    ring.push(np.full((1,), 10))
+    ring.close()
+    assert ring.take(timeout=0).newest == 10 and ring.exhausted and ring.take(timeout=5) is None
+
+    short = RingBuffer(4)  # a source shorter than one window: one short window once it has ended
+    for i in range(2):
+        short.push(np.full((1,), i))
+    short.close()
+    window = short.take(timeout=0)
+    assert window.frames.shape[0] == 2 and short.exhausted and short.frames_dropped == 0
+
+
+# -- offline -------------------------------------------------------------------------------------
+def test_offline_writes_a_playable_mp4_and_a_nan_free_report(files, tmp_path, capsys):
+    out, report = tmp_path / "out.mp4", tmp_path / "report.json"
+    args = ["--ckpt", str(files.ckpt), "--video", str(files.clip40), "--out", str(out), "--json", str(report)]
+    assert main([*args, "--stride", "8", "--methods", "dtd,gradcam"]) == 0
+    captured = capsys.readouterr()
+    assert "\r" in captured.err and "windows/s" in captured.err  # the status line
+    assert "wrote" in captured.out
+
+    capture = cv2.VideoCapture(str(out))
+    ok, frame = capture.read()
+    capture.release()
+    assert ok and frame.shape == (2 * PANEL_H, 3 * 96, 3)  # one row per method, input | baseline | selective
+    assert count_frames(out) == 40  # every frame once, at the video's rate
+
+    data = read_json(report)
+    assert [w["start"] for w in data["windows"]] == [0, 8, 16, 24] and data["stride"] == 8
+    window = data["windows"][0]
+    assert window["end"] == 15 and window["prediction"]["name"] in NAMES
+    assert 0 <= window["prediction"]["probability"] <= 1
+    for method in ("dtd", "gradcam"):
+        values = window["methods"][method]
+        assert set(values) == {
+            "precision",
+            "selective_precision",
+            "selectivity_area",
+            "selectivity_mass",
+            "spatial_bias",
+            "explain_ms",
+            "selective_ms",
+        }
+        assert all(v is None or np.isfinite(v) for v in values.values())
+        assert values["explain_ms"] > 0
+    summary = data["summary"]
+    assert summary["windows"] == 4 and summary["windows_per_s"] > 0 and summary["frames_read"] == 40
+    assert set(summary["methods"]) == {"dtd", "gradcam"}
+    assert "no data module" in data["preprocessing"] and data["class_names"] == NAMES
+
+
+def test_offline_gif_covers_the_tail_and_loop_pads_a_short_video(files, tmp_path):
+    gif, report = tmp_path / "out.gif", tmp_path / "report.json"
+    assert main(["--ckpt", str(files.ckpt), "--video", str(files.clip40), "--json", str(report), "--quiet"]) == 0
+    windows = read_json(report)["windows"]
+    assert [(w["start"], w["tail"]) for w in windows] == [(0, False), (16, False), (24, True)]
+
+    args = ["--ckpt", str(files.ckpt), "--video", str(files.short), "--out", str(gif), "--json", str(report)]
+    assert main([*args, "--quiet"]) == 0
+    (window,) = read_json(report)["windows"]
+    assert window["loop_padded"] and (window["start"], window["end"]) == (0, 9)
+    with Image.open(gif) as image:
+        assert image.n_frames == 10 and image.size == (3 * 96, PANEL_H)  # the 10 real frames
+
+
+def test_offline_ctrl_c_finishes_the_video(files, tmp_path, monkeypatch):
+    calls = []
+    explain = WindowExplainer.__call__
+
+    def interrupt_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return explain(self, *args, **kwargs)
+
+    monkeypatch.setattr(WindowExplainer, "__call__", interrupt_second)
+    out, report = tmp_path / "out.mp4", tmp_path / "report.json"
+    args = ["--ckpt", str(files.ckpt), "--video", str(files.clip40), "--out", str(out), "--json", str(report)]
+    assert main([*args, "--quiet"]) == 130
+    assert count_frames(out) == 16 and read_json(report)["stopped"] == "interrupted"
+
+
+# -- live ----------------------------------------------------------------------------------------
+def test_live_drops_frames_instead_of_queueing(files, tmp_path):
+    """60 frames at 50 fps while every window takes >= 60 ms: most windows must be skipped."""
+    out, report = tmp_path / "live.mp4", tmp_path / "live.json"
+    args = ["--ckpt", str(files.ckpt), "--source", str(files.live), "--out", str(out), "--json", str(report)]
+    started = time.monotonic()
+    assert main([*args, "--quiet"], on_window=lambda record: time.sleep(0.06)) == 0
+    elapsed = time.monotonic() - started
+
+    data = read_json(report)
+    summary, windows = data["summary"], data["windows"]
+    assert data["stopped"] == "source ended" and data["pace_fps"] == 50
+    assert summary["frames_read"] == 60  # the reader kept up with the source
+    assert summary["windows"] + summary["frames_dropped"] == 60 - 16 + 1
+    assert summary["frames_dropped"] > 0 and summary["windows"] < 45
+    # Each window starts from the newest frame: latency stays bounded instead of growing, and the
+    # last window reaches the end of the stream. A queue of 45 windows at >= 60 ms would lag by seconds.
+    assert windows[-1]["end"] == 59
+    assert max(w["latency_ms"] for w in windows) < 1000
+    assert elapsed < 1.2 + 3.0
+    assert [w["end"] for w in windows] == sorted({w["end"] for w in windows})
+    # Each explained frame is held for the source frames that arrived meanwhile: real-time playback.
+    assert count_frames(out) == windows[-1]["end"] - windows[0]["end"] + 1
+
+
+def test_live_ctrl_c_leaves_a_playable_file_and_no_thread(files, tmp_path):
+    out, report = tmp_path / "live.mp4", tmp_path / "live.json"
+    seen = []
+
+    def interrupt_third(record):
+        seen.append(record)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    args = ["--ckpt", str(files.ckpt), "--source", str(files.live), "--out", str(out), "--json", str(report)]
+    assert main([*args, "--quiet"], on_window=interrupt_third) == 0
+    data = read_json(report)
+    assert data["stopped"] == "interrupted" and len(data["windows"]) == 3
+    assert count_frames(out) >= 3
+    assert not [t for t in threading.enumerate() if t.name == "selrel-frame-reader"]
+
+    gif = tmp_path / "live.gif"  # --max-windows stops as well, and a GIF is written at the end
+    assert (
+        main(
+            [
+                "--ckpt",
+                str(files.ckpt),
+                "--source",
+                str(files.live),
+                "--out",
+                str(gif),
+                "--max-windows",
+                "2",
+                "--quiet",
+                "--no-realtime",
+            ]
+        )
+        == 0
+    )
+    with Image.open(gif) as image:
+        assert sum(frame.info["duration"] for frame in ImageSequence.Iterator(image)) > 0
+
+
+@pytest.mark.skipif(display_unavailable() is None, reason="a display exists here")
+def test_show_without_a_display_falls_back_to_the_file(files, tmp_path, capsys):
+    out = tmp_path / "live.mp4"
+    args = ["--ckpt", str(files.ckpt), "--source", str(files.live), "--show", "--max-windows", "1", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "writing to" in capsys.readouterr().err and count_frames(out) == 1
+    assert main(args) == 2
+    assert "pass --out" in capsys.readouterr().err
+
+
+# -- bad input -----------------------------------------------------------------------------------
+def test_bad_input_is_one_line_naming_the_value(files, tmp_path, capsys):
+    ckpt, video, json_out = str(files.ckpt), str(files.clip40), str(tmp_path / "r.json")
+    cases = {
+        "missing.avi": ["--ckpt", ckpt, "--video", "missing.avi", "--json", json_out],
+        "garbage.avi": ["--ckpt", ckpt, "--video", str(files.garbage), "--json", json_out],
+        "camera 7": ["--ckpt", ckpt, "--source", "7", "--json", json_out],
+        "--video 0 is a camera index": ["--ckpt", ckpt, "--video", "0", "--json", json_out],
+        "missing.ckpt": ["--ckpt", "missing.ckpt", "--video", video, "--json", json_out],
+        "text.ckpt is not a loadable": ["--ckpt", str(files.base / "text.ckpt"), "--video", video, "--json", json_out],
+        "other.ckpt is not a C3DClassifier": [
+            "--ckpt",
+            str(files.base / "other.ckpt"),
+            "--video",
+            video,
+            "--json",
+            json_out,
+        ],
+        "lrp": ["--ckpt", ckpt, "--video", video, "--methods", "lrp", "--json", json_out],
+        "--resize 8 8": ["--ckpt", ckpt, "--video", video, "--resize", "8", "8", "--json", json_out],
+        "out.mov": ["--ckpt", ckpt, "--video", video, "--out", "out.mov"],
+        "nothing to write": ["--ckpt", ckpt, "--video", video],
+        "--ckpt": ["--video", video],
+    }
+    for expected, args in cases.items():
+        assert main(args) == 2, expected
+        err = capsys.readouterr().err
+        assert err.startswith("explain: error: ") and err.count("\n") == 1, err
+        assert expected in err and "Traceback" not in err, err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_python_m_dispatches_explain(files, tmp_path, capsys):
+    report = tmp_path / "r.json"
+    assert cli.main(["explain", "--ckpt", str(files.ckpt), "--video", str(files.short), "--json", str(report)]) is None
+    assert read_json(report)["summary"]["windows"] == 1
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["explain", "--ckpt", "missing.ckpt", "--video", str(files.short), "--json", str(report)])
+    assert exit_.value.code == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    assert exit_.value.code == 0 and "fit" in capsys.readouterr().out
+    # The real entry point: exit code 2 and one line, no traceback.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lightning_selrel",
+            "explain",
+            "--ckpt",
+            str(files.ckpt),
+            "--video",
+            "nope.avi",
+            "--json",
+            str(report),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "video file nope.avi not found" in result.stderr
+    assert "Traceback" not in result.stderr
