@@ -115,7 +115,7 @@ def _population_std(x: Tensor) -> Tensor:
     ``E[x^2] - E[x]^2`` stays far below the threshold's resolution.
     """
     n = x.shape[1]
-    mean = x.sum(dim=1, dtype=torch.float64) / n  # (B,)
+    mean = x.sum(dim=1).double() / n  # (B,); a float32 sum is pairwise (accurate) and needs no float64 copy
     mean_square = torch.linalg.vecdot(x, x).double() / n  # (B,)
     return (mean_square - mean * mean).clamp_(min=0).sqrt()
 
@@ -159,10 +159,11 @@ def selective_relevance(
     clips = clips.detach()  # the mask carries no gradient; R * M below keeps the one through R
     edges = temporal_edges(clips, signed=signed).flatten(1)  # (B, T*H*W)
     sigma = n_std * _population_std(edges)  # (B,)
-    minimum = floor * clips.flatten(1).abs().amax(dim=1)  # (B,)
+    minimum = floor * torch.linalg.vector_norm(clips.flatten(1), ord=math.inf, dim=1)  # (B,) max|R|
     threshold = torch.maximum(sigma, minimum.to(sigma.dtype)).to(edges.dtype).unsqueeze(1)  # (B, 1)
-    mask = (edges > threshold).view_as(clips)  # (B, T, H, W)
+    # Compare in place: the edge buffer becomes the mask as 1.0 / 0.0 in R's dtype, so R * M needs no cast.
+    keep = edges.gt_(threshold).view_as(clips)  # (B, T, H, W)
     if relevance.ndim == 3:
-        mask = mask.squeeze(0)  # (T, H, W)
-    selective = relevance * mask
-    return SelectiveRelevance(selective, mask) if return_mask else selective
+        keep = keep.squeeze(0)  # (T, H, W)
+    selective = relevance * keep
+    return SelectiveRelevance(selective, keep.bool()) if return_mask else selective
