@@ -100,18 +100,35 @@ def render_panels(
     panels = panels.repeat(zoom, axis=1).repeat(zoom, axis=2)
     panel_w = width * zoom
     text_size = 0.38
-    header_h = 34
+    title_lines = _wrap(title, panels.shape[2] - 8, text_size)
+    line_h = 16
+    header_h = line_h * (len(title_lines) + 1) + 2
     out = np.empty((t_len, header_h + panels.shape[1], panels.shape[2], 3), dtype=np.uint8)
     for t in range(t_len):
         header = np.full((header_h, panels.shape[2], 3), _BACKGROUND, dtype=np.uint8)
-        _put_text(header, title, (4, 13), text_size)
+        for i, line in enumerate(title_lines):
+            _put_text(header, line, (4, line_h * (i + 1) - 3), text_size)
+        baseline = header_h - 5
         for k, label in enumerate(labels):
-            _put_text(header, label, (k * panel_w + 4, 29), text_size)
+            _put_text(header, label, (k * panel_w + 4, baseline), text_size)
         counter = f"{t + 1}/{t_len}"  # also keeps every GIF frame distinct, so none is merged away
-        _put_text(header, counter, (panels.shape[2] - 8 * len(counter) - 2, 29), text_size)
+        _put_text(header, counter, (panels.shape[2] - 8 * len(counter) - 2, baseline), text_size)
         out[t, :header_h] = header
         out[t, header_h:] = panels[t]
     return out
+
+
+def _wrap(text: str, width: int, size: float) -> list[str]:
+    """Split ``text`` at " | " into as few lines as fit ``width`` pixels (a part too long stays whole)."""
+    lines: list[str] = []
+    for part in text.split(" | ") if text else []:
+        candidate = f"{lines[-1]} | {part}" if lines else part
+        fits = cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, size, 1)[0][0] <= width
+        if lines and fits:
+            lines[-1] = candidate
+        else:
+            lines.append(part)
+    return lines or [""]
 
 
 def encode_gif(frames: np.ndarray, fps: float = 8.0) -> bytes:
