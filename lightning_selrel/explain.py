@@ -133,9 +133,11 @@ def explain_with_logits(
     param = next(model.parameters(), None)
     device = param.device if param is not None else clips.device
     with _explaining(model, device):
-        # A fresh float32 copy: never the caller's tensor (captum sets requires_grad on its input),
-        # and a normal tensor even if the clips were made under inference mode.
-        x = clips.detach().to(device=device, dtype=torch.float32, copy=True)
+        # A fresh copy: never the caller's tensor (captum sets requires_grad on its input), and a
+        # normal tensor even if the clips were made under inference mode. Float32, unless the model's
+        # own parameters are half precision (a "16-true" or "bf16-true" trainer): then theirs.
+        dtype = param.dtype if param is not None and param.dtype in (torch.float16, torch.bfloat16) else torch.float32
+        x = clips.detach().to(device=device, dtype=dtype, copy=True)
         result = fn(model, x, target, **options)
     relevance = result.relevance.detach().float()
     if relevance.shape != (clips.shape[0], *clips.shape[2:]):
@@ -248,7 +250,7 @@ def _gradcam_t(model: nn.Module, clips: Tensor, target: Target, *, layer: nn.Mod
 
     handle = resolve_layer(model, layer).register_forward_hook(keep_output)
     try:
-        score = head(clips)  # (B,)
+        score = head(clips.requires_grad_())  # (B,); a graph to the layer even if the model is frozen
     finally:
         handle.remove()
     (acts,) = saved  # (B, C, T', H', W')

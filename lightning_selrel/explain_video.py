@@ -257,6 +257,11 @@ def _run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] |
     realtime = args.realtime if args.realtime is not None else source.kind == "file"
     pace = fps if live and realtime else None
     stride = args.stride or int(model.clip_shape[0])
+    if stride > int(model.clip_shape[0]):
+        capture.release()
+        raise ExplainError(
+            f"--stride {stride}: at most the model's clip length {model.clip_shape[0]}: every frame must be explained"
+        )
     flow = None if args.flow == "none" else args.flow
     explainer = WindowExplainer(model, methods, args.n_std, flow, args.flow_threshold)
     outputs = Outputs(show=args.show, status=StatusLine(None if args.quiet else sys.stderr))

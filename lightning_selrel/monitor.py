@@ -68,7 +68,9 @@ class SelectiveRelevanceMonitor(Callback):
         n_std: Selective relevance keeps voxels whose temporal edge exceeds ``n_std`` standard
             deviations of the clip's edge map. Compare models and epochs at the same ``n_std``.
         num_clips: Probe clips, drawn once from the validation set (all of them if it is smaller).
-        every_n_epochs: Run on every n-th validation epoch of ``fit`` (always in ``validate``/``test``).
+        every_n_epochs: Run at the validation of every n-th training epoch of ``fit``, as Lightning's
+            ``check_val_every_n_epoch`` counts (always in ``validate``/``test``). With
+            ``val_check_interval < 1`` it runs at every validation inside such an epoch.
         target: Explain the ``"predicted"`` class or the true ``"label"``.
         flow_method: Optical flow for the motion ground truth: ``"farneback"`` or ``"dis"``.
         flow_threshold: A pixel moves where the flow magnitude exceeds this many pixels.
@@ -139,6 +141,7 @@ class SelectiveRelevanceMonitor(Callback):
 
     # -- preconditions -------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._probes.clear()  # loaded clips are this rank's share: a new trainer may split them differently
         if stage == "fit":
             if trainer.limit_val_batches == 0:
                 raise MisconfigurationException(
@@ -206,14 +209,14 @@ class SelectiveRelevanceMonitor(Callback):
 
     def _choose_indices(self, size: int, stage: str) -> list[int]:
         stored = self.probe_indices.get(stage)
-        if stored and max(stored) < size:
+        count = min(self.num_clips, size)
+        if stored and max(stored) < size and len(stored) == count:
             return stored
         if stored:
             rank_zero_warn(
-                f"SelectiveRelevanceMonitor: the restored probe clips {stored} do not fit a {stage} set of {size} "
-                "clips; drawing a new probe set."
+                f"SelectiveRelevanceMonitor: the restored probe clips {stored} do not fit num_clips={self.num_clips} "
+                f"and a {stage} set of {size} clips; drawing a new probe set (earlier epochs used other clips)."
             )
-        count = min(self.num_clips, size)
         if count < self.num_clips:
             rank_zero_warn(
                 f"SelectiveRelevanceMonitor: the {stage} set has only {size} clips, fewer than num_clips="
@@ -231,14 +234,10 @@ class SelectiveRelevanceMonitor(Callback):
         # Contiguous shares: rank 0 holds the first clips, the ones rendered as videos.
         share = np.array_split(np.arange(len(indices)), trainer.world_size)[trainer.global_rank]
         clips, labels, flows, exact = [], [], [], []
-        has_exact = len(dataset[indices[0]]) > 2
+        first = self._check_item(dataset[indices[0]], indices[0], stage)  # every rank: the shapes of empty shares
+        has_exact = len(first) > 2
         for k in share:
-            item = dataset[indices[k]]
-            if not isinstance(item, (tuple, list)) or len(item) < 2:
-                raise MisconfigurationException(
-                    "SelectiveRelevanceMonitor expects dataset items (clip, label) or (clip, label, motion_mask); "
-                    f"item {indices[k]} is a {type(item).__name__}."
-                )
+            item = first if k == 0 else self._check_item(dataset[indices[k]], indices[k], stage)
             clip = torch.as_tensor(item[0])
             if clip.dtype != torch.uint8:
                 clip = clip.float().round().clamp(0, 255).to(torch.uint8)  # flow needs raw pixels
@@ -247,7 +246,7 @@ class SelectiveRelevanceMonitor(Callback):
             flows.append(motion_mask(clip, threshold=self.flow_threshold, method=self.flow_method))
             if has_exact:
                 exact.append(torch.as_tensor(item[2]).bool())
-        shape = dataset[indices[0]][0].shape
+        shape = torch.as_tensor(first[0]).shape
         probe = _Probe(
             positions=[int(k) for k in share],
             clips=torch.stack(clips) if clips else torch.zeros((0, *shape), dtype=torch.uint8),
@@ -264,6 +263,28 @@ class SelectiveRelevanceMonitor(Callback):
         )
         self._probes[stage] = probe
         return probe
+
+    @staticmethod
+    def _check_item(item: Any, index: int, stage: str) -> Any:
+        """A dataset item must be (clip (3, T, H, W), label) or (clip, label, motion_mask (T, H, W))."""
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise MisconfigurationException(
+                "SelectiveRelevanceMonitor expects dataset items (clip, label) or (clip, label, motion_mask); "
+                f"{stage} item {index} is a {type(item).__name__}."
+            )
+        shape = tuple(torch.as_tensor(item[0]).shape)
+        if len(shape) != 4 or shape[0] != 3:
+            raise MisconfigurationException(
+                f"SelectiveRelevanceMonitor: {stage} item {index} has a clip of shape {shape}; expected uint8 pixels "
+                "(3, T, H, W), as the classifier's forward takes them."
+            )
+        if len(item) > 2 and tuple(torch.as_tensor(item[2]).shape) != shape[1:]:
+            raise MisconfigurationException(
+                f"SelectiveRelevanceMonitor: the third element of {stage} item {index} has shape "
+                f"{tuple(torch.as_tensor(item[2]).shape)}; it is read as the exact motion mask and must be (T, H, W) = "
+                f"{shape[1:]}. Yield (clip, label) if the data have no motion masks."
+            )
+        return item
 
     def _measure(self, pl_module: pl.LightningModule, probe: _Probe) -> tuple[dict[str, float], dict[str, Any]]:
         """Explain this rank's probe clips with every method; returns synced scalars and this rank's maps."""

@@ -115,6 +115,8 @@ def _population_std(x: Tensor) -> Tensor:
     ``E[x^2] - E[x]^2`` stays far below the threshold's resolution.
     """
     n = x.shape[1]
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()  # a half-precision sum of squares overflows
     mean = x.sum(dim=1).double() / n  # (B,); a float32 sum is pairwise (accurate) and needs no float64 copy
     mean_square = torch.linalg.vecdot(x, x).double() / n  # (B,)
     return (mean_square - mean * mean).clamp_(min=0).sqrt()

@@ -337,3 +337,24 @@ def test_resolve_layer_errors(model):
         resolve_layer(model, nn.Conv3d(1, 1, 1))
     with pytest.raises(ValueError, match="Conv3d"):
         resolve_layer(nn.Sequential(nn.Linear(2, 2)), None)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_frozen_model_is_explained_and_stays_frozen(method):
+    model = small_classifier()
+    model.freeze()
+    clips = torch.randint(0, 256, (2, 3, *CLIP), dtype=torch.uint8)
+    relevance = explain(model, clips, method)
+    assert relevance.shape == (2, *CLIP) and torch.isfinite(relevance).all()
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("method", ["dtd", "gradcam", "guided_backprop"])
+def test_a_bfloat16_model_is_explained_in_its_dtype_with_float32_output(method):
+    model = small_classifier()
+    clips = torch.randint(0, 256, (2, 3, *CLIP), dtype=torch.uint8)
+    reference = explain(model, clips, method)
+    relevance = explain(model.to(torch.bfloat16), clips, method)
+    assert relevance.dtype == torch.float32
+    # bf16 keeps ~3 significant digits: the maps agree where the relevance is large.
+    assert torch.corrcoef(torch.stack([relevance.flatten(), reference.flatten()]))[0, 1] > 0.9

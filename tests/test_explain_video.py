@@ -280,6 +280,7 @@ def test_bad_input_is_one_line_naming_the_value(files, tmp_path, capsys):
         ],
         "lrp": ["--ckpt", ckpt, "--video", video, "--methods", "lrp", "--json", json_out],
         "--resize 8 8": ["--ckpt", ckpt, "--video", video, "--resize", "8", "8", "--json", json_out],
+        "--stride 17": ["--ckpt", ckpt, "--video", video, "--stride", "17", "--json", json_out],
         "out.mov": ["--ckpt", ckpt, "--video", video, "--out", "out.mov"],
         "nothing to write": ["--ckpt", ckpt, "--video", video],
         "--ckpt": ["--video", video],

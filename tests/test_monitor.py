@@ -133,6 +133,30 @@ def test_probe_set_is_fixed_and_survives_a_resume(tmp_path):
     assert resumed_monitor.probe_indices["val"] == first  # ... but a resume keeps the saved probe set
 
 
+def test_a_changed_num_clips_on_resume_draws_a_new_probe_set_and_says_so(tmp_path):
+    dm, model, monitor = _setup(val_size=32)
+    trainer = _trainer(tmp_path, monitor)
+    trainer.fit(model, dm)
+    ckpt = tmp_path / "epoch1.ckpt"
+    trainer.save_checkpoint(ckpt)
+    more = SelectiveRelevanceMonitor(num_clips=6)
+    with pytest.warns(UserWarning, match="drawing a new probe set"):
+        _trainer(tmp_path / "resumed", more, max_epochs=2).fit(model, dm, ckpt_path=ckpt)
+    assert len(more.probe_indices["val"]) == 6
+
+
+def test_a_third_item_that_is_not_a_motion_mask_is_a_clear_error(tmp_path):
+    class WithIds(MotionContextDataModule):
+        def val_dataloader(self):
+            items = [(clip, label, torch.tensor(i)) for i, (clip, label, _) in enumerate(self.val_set)]
+            return torch.utils.data.DataLoader(items, batch_size=4)
+
+    dm = WithIds(clip_shape=SHAPE, train_size=8, val_size=8, batch_size=4)
+    _, model, monitor = _setup()
+    with pytest.raises(MisconfigurationException, match=r"third element of val item \d+ has shape \(\)"):
+        _trainer(tmp_path, monitor).fit(model, dm)
+
+
 def test_validate_and_test_work_under_inference_mode(tmp_path):
     dm, model, monitor = _setup(methods=["dtd", "guided_backprop"])
     trainer = _trainer(tmp_path, monitor)

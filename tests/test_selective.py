@@ -135,3 +135,13 @@ def test_cuda_matches_cpu():
     assert gpu.mask.is_cuda
     torch.testing.assert_close(temporal_edges(relevance.cuda()).cpu(), temporal_edges(relevance))
     assert (gpu.mask.cpu() != cpu.mask).float().mean() < 1e-3  # only voxels at the threshold may differ
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_selects_what_float32_selects(dtype):
+    relevance = torch.zeros(2, 16, 20, 20)
+    relevance[:, :, 2:6, 2:6] = 3.0  # static: never selected
+    relevance[:, 8:, 10:15, 10:15] += 5.0  # appears at t = 8: selected around it
+    _, mask32 = selective_relevance(relevance, return_mask=True)
+    _, mask16 = selective_relevance(relevance.to(dtype), return_mask=True)
+    assert mask32.any() and torch.equal(mask16, mask32)

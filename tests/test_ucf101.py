@@ -272,6 +272,7 @@ def test_video_that_fails_mid_epoch_is_replaced_by_the_next(tmp_path):
 # -- training through the CLI ---------------------------------------------------------------------
 def test_fit_fast_dev_run_with_the_ucf101_preset(tree, tmp_path):
     from lightning_selrel import cli
+
     args = [
         "fit",
         "--config",
