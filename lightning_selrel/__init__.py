@@ -8,7 +8,7 @@ Data flows one way, and each step is a module::
 
 from .classifier import C3DClassifier
 from .data import MotionContextDataModule, MotionContextDataset
-from .explain import available_methods, explain, explain_with_logits, register_method
+from .explain import available_methods, check_methods, explain, explain_with_logits, register_method
 from .flow import motion_mask, optical_flow
 from .metrics import (
     MotionPrecision,
@@ -34,6 +34,7 @@ __all__ = [
     "Selectivity",
     "UCF101DataModule",
     "available_methods",
+    "check_methods",
     "explain",
     "explain_with_logits",
     "motion_mask",

@@ -49,6 +49,7 @@ from .dtd import dtd, select_target
 __all__ = [
     "Explanation",
     "available_methods",
+    "check_methods",
     "explain",
     "explain_with_logits",
     "register_method",
@@ -94,6 +95,27 @@ def available_methods() -> tuple[str, ...]:
     return tuple(sorted(_METHODS))
 
 
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """The method names as a list, after checking they are known, distinct and at least one.
+
+    Raises:
+        ValueError: Naming the unknown or repeated names and listing the valid ones.
+    """
+    methods = list(methods)
+    unknown = [m for m in methods if m not in _METHODS]
+    repeated = sorted({m for m in methods if methods.count(m) > 1})
+    if unknown or repeated or not methods:
+        problem = (
+            f"unknown explanation method(s) {unknown}"
+            if unknown
+            else f"method(s) listed twice {repeated}"
+            if repeated
+            else "no explanation method given"
+        )
+        raise ValueError(f"{problem}; valid methods: {', '.join(available_methods())}")
+    return methods
+
+
 def explain(model: nn.Module, clips: Tensor, method: str, target: Target = None, **options: Any) -> Tensor:
     """Relevance (B, T, H, W) float32 of every voxel of ``clips`` for one class per clip.
 
@@ -124,9 +146,8 @@ def explain_with_logits(
     The monitor needs the prediction and the logits of the explained clips; every method gets them
     from its own forward pass, so this costs nothing extra.
     """
-    fn = _METHODS.get(method)
-    if fn is None:
-        raise ValueError(f"unknown explanation method {method!r}; valid methods: {', '.join(available_methods())}")
+    (method,) = check_methods([method])
+    fn = _METHODS[method]
     if not isinstance(clips, Tensor) or clips.ndim != 5:
         shape = tuple(clips.shape) if isinstance(clips, Tensor) else type(clips).__name__
         raise ValueError(f"clips must be a tensor (B, C, T, H, W), got {shape}")

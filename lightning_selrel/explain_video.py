@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from .classifier import C3DClassifier
-from .explain import available_methods
+from .explain import available_methods, check_methods
 from .explain_loop import Outputs, StatusLine, WindowExplainer, json_safe, run_live, run_offline
 from .flow import FLOW_METHODS
 from .stream import UCF_RATIO, FramePrep, StreamError, VideoSink, display_unavailable, open_source
@@ -194,11 +194,10 @@ def main(argv: Sequence[str] | None = None, *, on_window: Callable[[dict[str, An
 
 def _check_args(args: argparse.Namespace) -> list[str]:
     methods = [m for entry in args.methods for m in entry.split(",") if m]
-    unknown = [m for m in methods if m not in available_methods()]
-    if unknown or not methods or len(set(methods)) != len(methods):
-        raise ExplainError(
-            f"--methods {' '.join(args.methods)}: use distinct names of {', '.join(available_methods())}"
-        )
+    try:
+        check_methods(methods)
+    except ValueError as error:
+        raise ExplainError(f"--methods {' '.join(args.methods)}: {error}") from None
     for name, value, low in (
         ("--n-std", args.n_std, 0),
         ("--stride", args.stride, 1),

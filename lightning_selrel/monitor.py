@@ -38,7 +38,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
-from .explain import available_methods, explain_with_logits
+from .explain import check_methods, explain_with_logits
 from .flow import FLOW_METHODS, motion_mask
 from .metrics import MeanStd, MotionPrecision, RelevanceAgreement, Selectivity
 from .render import render_panels, write_gif
@@ -97,14 +97,7 @@ class SelectiveRelevanceMonitor(Callback):
         batch_size: int = 8,
     ) -> None:
         super().__init__()
-        methods = list(methods)
-        unknown = [m for m in methods if m not in available_methods()]
-        if unknown or not methods:
-            raise ValueError(
-                f"unknown explanation method(s) {unknown or methods}; valid methods: {', '.join(available_methods())}"
-            )
-        if len(set(methods)) != len(methods):
-            raise ValueError(f"methods lists a method twice: {methods}")
+        methods = check_methods(methods)
         if target not in ("predicted", "label"):
             raise ValueError(f"target must be 'predicted' or 'label', got {target!r}")
         if flow_method not in FLOW_METHODS:
