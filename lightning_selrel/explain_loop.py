@@ -23,11 +23,10 @@ import numpy as np
 import torch
 
 from .classifier import C3DClassifier
-from .explain import explain_with_logits
 from .flow import motion_mask
-from .metrics import motion_precision, selectivity
+from .metrics import motion_precision, selectivity, spatial_bias
 from .render import render_panels
-from .selective import selective_relevance
+from .selective import explain_selective
 from .stream import FramePrep, RingBuffer, Source, StreamError, StreamReader, VideoSink, loop_pad
 
 __all__ = ["METRICS", "Outputs", "StatusLine", "WindowExplainer", "json_safe", "run_live", "run_offline", "summarise"]
@@ -80,14 +79,10 @@ class WindowExplainer:
         device = next(self.model.parameters()).device
         rows = []
         for method in self.methods:
-            t0 = time.perf_counter()
-            explanation = explain_with_logits(self.model, clip[None].to(device), method)
-            explain_ms, t1 = _ms(t0, device), time.perf_counter()
-            selective = selective_relevance(explanation.relevance, n_std=self.n_std)
-            selective_ms = _ms(t1, device)
-            rel, sel = explanation.relevance[0].cpu(), selective[0].cpu()  # (T, H, W)
+            result = explain_selective(self.model, clip[None].to(device), method, n_std=self.n_std)
+            rel, sel = result.relevance[0].cpu(), result.selective[0].cpu()  # (T, H, W)
             if record["prediction"] is None:
-                probability, index = explanation.logits[0].softmax(dim=-1).max(dim=-1)
+                probability, index = result.logits[0].softmax(dim=-1).max(dim=-1)
                 names = self.model.class_names
                 record["prediction"] = {
                     "index": int(index),
@@ -100,9 +95,9 @@ class WindowExplainer:
                 "selective_precision": float(motion_precision(sel, motion)) if motion is not None else None,
                 "selectivity_area": float(area),
                 "selectivity_mass": float(mass),
-                "spatial_bias": 1.0 - float(mass),
-                "explain_ms": explain_ms,
-                "selective_ms": selective_ms,
+                "spatial_bias": float(spatial_bias(rel, sel)),
+                "explain_ms": result.explain_ms,
+                "selective_ms": result.selective_ms,
             }
             pred = record["prediction"]
             title = f"{pred['name']} ({pred['probability']:.2f}) | frames {first}-{record['end']} | n={self.n_std:g}"

@@ -24,7 +24,6 @@ selective) and a custom-scalars layout "selrel: spatial bias".
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,11 +37,11 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
-from .explain import check_methods, explain_with_logits
+from .explain import check_methods
 from .flow import FLOW_METHODS, motion_mask
 from .metrics import MeanStd, MotionPrecision, RelevanceAgreement, Selectivity
 from .render import render_panels, write_gif
-from .selective import selective_relevance
+from .selective import explain_selective
 
 __all__ = ["SelectiveRelevanceMonitor", "DEFAULT_METHODS"]
 
@@ -326,19 +325,12 @@ class SelectiveRelevanceMonitor(Callback):
             chunk = clips[start : start + self.batch_size]
             n = chunk.shape[0]
             chunk_target = target[start : start + n] if target is not None else None
-            _synchronize(clips.device)
-            t0 = time.perf_counter()
-            explanation = explain_with_logits(pl_module, chunk, method, chunk_target)
-            _synchronize(clips.device)
-            t1 = time.perf_counter()
-            selective = selective_relevance(explanation.relevance, n_std=self.n_std, signed=self.signed)
-            _synchronize(clips.device)
-            t2 = time.perf_counter()
-            rel.append(explanation.relevance)
-            sel.append(selective)
-            logits.append(explanation.logits.cpu())
-            explain_ms.append(torch.full((n,), (t1 - t0) * 1000 / n, dtype=torch.float64))
-            selective_ms.append(torch.full((n,), (t2 - t1) * 1000 / n, dtype=torch.float64))
+            result = explain_selective(pl_module, chunk, method, chunk_target, n_std=self.n_std, signed=self.signed)
+            rel.append(result.relevance)
+            sel.append(result.selective)
+            logits.append(result.logits.cpu())
+            explain_ms.append(torch.full((n,), result.explain_ms / n, dtype=torch.float64))
+            selective_ms.append(torch.full((n,), result.selective_ms / n, dtype=torch.float64))
         if not rel:  # this rank holds no probe clip: contribute nothing, but take part in the sync
             empty = torch.zeros((0, *clips.shape[2:]), device=clips.device)
             none = torch.zeros(0, dtype=torch.float64)
@@ -424,8 +416,3 @@ def _share(skipped: Tensor, count: Tensor) -> float:
 def _logging_step(trainer: pl.Trainer) -> int:
     """The step Lightning gives the scalars logged in this hook, so GIFs line up with them."""
     return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
