@@ -56,21 +56,72 @@ def _check_relevance(relevance: Tensor) -> None:
         raise ValueError(f"relevance is empty, shape {tuple(relevance.shape)}")
 
 
-def _smooth_into(x: Tensor, out: Tensor, dim: int) -> Tensor:
-    """``out = x[i-1] + 2 x[i] + x[i+1]`` along ``dim`` with replicate padding; ``x`` is not modified.
+# On a CPU the step works through the batch in chunks of about this many voxels (1 MiB of float32),
+# reusing two scratch buffers, so that its eight passes over memory hit the cache rather than RAM; a
+# CUDA batch is one chunk.
+CPU_CHUNK_VOXELS = 1 << 18
 
-    In-place adds on views: four passes over memory and no temporary, where concatenating shifted
-    copies costs several allocations (the selective step is on the monitor's hot path).
+
+def _ends(x: Tensor, dim: int, first: int, last: int) -> Tensor:
+    """View of ``x`` holding only indices ``first`` and ``last`` along ``dim`` (there of size 2)."""
+    size, stride = list(x.shape), list(x.stride())
+    step = stride[dim]
+    size[dim], stride[dim] = 2, (last - first) * step
+    return x.as_strided(size, stride, x.storage_offset() + first * step)
+
+
+def _neighbours(x: Tensor, out: Tensor, dim: int, op, flat_x: Tensor, flat_out: Tensor) -> None:
+    """``out[i] = op(x[i+1], x[i-1])`` along ``dim`` with replicate padding; ``x`` and ``out`` contiguous.
+
+    The interior is one operation on the flat views (neighbours along ``dim`` lie ``stride(dim)``
+    elements apart). It also writes wrong values at the first and last index along ``dim``, whose
+    flat neighbours belong to another row; a second operation overwrites both ends at once, through
+    strided views, with the replicate-padded values.
     """
-    n = x.shape[dim]
-    torch.mul(x, 2, out=out)
-    if n == 1:
-        return out.add_(x, alpha=2)
-    out.narrow(dim, 1, n - 1).add_(x.narrow(dim, 0, n - 1))  # + x[i-1]
-    out.narrow(dim, 0, n - 1).add_(x.narrow(dim, 1, n - 1))  # + x[i+1]
-    out.narrow(dim, 0, 1).add_(x.narrow(dim, 0, 1))  # replicate: x[-1] = x[0]
-    out.narrow(dim, n - 1, 1).add_(x.narrow(dim, n - 1, 1))  # replicate: x[n] = x[n-1]
-    return out
+    n, step = x.shape[dim], x.stride(dim)
+    inner = flat_x.shape[0] - 2 * step
+    if inner > 0:
+        op(flat_x.narrow(0, 2 * step, inner), flat_x.narrow(0, 0, inner), out=flat_out.narrow(0, step, inner))
+    op(_ends(x, dim, 1, n - 1), _ends(x, dim, 0, n - 2), out=_ends(out, dim, 0, n - 1))
+
+
+def _smooth(x: Tensor, out: Tensor, dim: int, flat_x: Tensor, flat_out: Tensor) -> None:
+    """``out = x[i-1] + 2 x[i] + x[i+1]`` along ``dim`` with replicate padding; ``x`` is not modified."""
+    if x.shape[dim] == 1:
+        torch.mul(x, 4, out=out)  # both neighbours replicate x itself
+        return
+    _neighbours(x, out, dim, torch.add, flat_x, flat_out)
+    out.add_(x, alpha=2)
+
+
+def _edges_into(clips: Tensor, out: Tensor, work: Tensor, signed: bool) -> Tensor:
+    """Temporal edges of contiguous ``clips`` (B, T, H, W) into ``out``; ``work`` is scratch of the same shape.
+
+    On a CPU the step is bound by memory traffic and by per-operation overhead (a few microseconds
+    per operation and view, which a small clip does not amortise), so each pass is one flat in-place
+    operation plus one for both borders, views are made once, and nothing is allocated.
+    """
+    flat_out, flat_work = out.view(-1), work.view(-1)
+    if clips.shape[1] == 1:
+        out.zero_()  # a single frame: nothing changes over time
+    else:
+        _neighbours(clips, out, 1, torch.sub, clips.view(-1), flat_out)  # R[t+1] - R[t-1], replicate padding
+    _smooth(out, work, 2, flat_out, flat_work)  # along H
+    _smooth(work, out, 3, flat_work, flat_out)  # along W
+    return out.clamp_(min=0) if signed else out.abs_()
+
+
+def _chunk_size(clips: Tensor) -> int:
+    """Clips per chunk: about CPU_CHUNK_VOXELS at a time on a CPU (at least one clip), all at once on CUDA."""
+    if clips.device.type != "cpu":
+        return clips.shape[0]
+    return max(1, CPU_CHUNK_VOXELS // clips[0].numel())
+
+
+def _clips(relevance: Tensor) -> Tensor:
+    """The relevance as contiguous (B, T, H, W) without gradient (the mask carries none)."""
+    clips = relevance.detach()
+    return (clips if clips.ndim == 4 else clips.unsqueeze(0)).contiguous()
 
 
 def temporal_edges(relevance: Tensor, *, signed: bool = False) -> Tensor:
@@ -86,41 +137,67 @@ def temporal_edges(relevance: Tensor, *, signed: bool = False) -> Tensor:
             both motion. If True, return ``max(sobel, 0)``: only relevance that appears.
 
     Returns:
-        Non-negative tensor with the shape and dtype of ``relevance``. It carries no gradient (it
-        only decides the mask); :func:`selective_relevance`'s ``R * M`` keeps the gradient through R.
+        Non-negative contiguous tensor with the shape and dtype of ``relevance``. It carries no
+        gradient (it only decides the mask); :func:`selective_relevance`'s ``R * M`` keeps the
+        gradient through R.
 
     Raises:
         TypeError: If ``relevance`` is not a floating-point tensor.
         ValueError: If ``relevance`` has the wrong rank or is empty.
     """
     _check_relevance(relevance)
-    r = relevance.detach() if relevance.requires_grad else relevance
-    t_dim = r.ndim - 3  # (..., T, H, W)
-    n = r.shape[t_dim]
-    diff = torch.zeros_like(r)  # R[t+1] - R[t-1], with R[-1] = R[0] and R[T] = R[T-1]
-    if n > 2:
-        torch.sub(r.narrow(t_dim, 2, n - 2), r.narrow(t_dim, 0, n - 2), out=diff.narrow(t_dim, 1, n - 2))
-    if n > 1:
-        torch.sub(r.narrow(t_dim, 1, 1), r.narrow(t_dim, 0, 1), out=diff.narrow(t_dim, 0, 1))
-        torch.sub(r.narrow(t_dim, n - 1, 1), r.narrow(t_dim, n - 2, 1), out=diff.narrow(t_dim, n - 1, 1))
-    smoothed = _smooth_into(diff, torch.empty_like(r), t_dim + 1)  # along H
-    edges = _smooth_into(smoothed, diff, t_dim + 2)  # along W, reusing the first buffer; (..., T, H, W)
-    return edges.clamp_(min=0) if signed else edges.abs_()
+    clips = _clips(relevance)
+    edges = torch.empty_like(clips)
+    size = _chunk_size(clips)
+    work = torch.empty_like(clips[:size])
+    for start in range(0, len(clips), size):
+        stop = min(start + size, len(clips))
+        _edges_into(clips[start:stop], edges[start:stop], work[: stop - start], signed)
+    return edges.view(relevance.shape)
 
 
-def _population_std(x: Tensor) -> Tensor:
-    """Population std of each row of ``x`` (B, N), from the sum and the sum of squares.
+def _thresholds(edges: Tensor, clips: Tensor, n_std: float, floor: float) -> Tensor | float:
+    """Per-clip threshold ``max(n_std * std(G_t), floor * max|R|)``: (B, 1, 1, 1) in the edges' dtype, or a float.
 
-    The sums are one vectorised pass and one BLAS dot product per row, several times faster on a
-    CPU than ``Tensor.std``'s Welford loop; they are finished in float64, so the cancellation in
-    ``E[x^2] - E[x]^2`` stays far below the threshold's resolution.
+    ``std`` is the population standard deviation from the sum and the sum of squares (one vectorised
+    pass and one BLAS dot product per clip, several times faster on a CPU than ``Tensor.std``'s
+    Welford loop), finished in float64 so that the cancellation in ``E[x^2] - E[x]^2`` stays far
+    below the threshold's resolution. On a CPU the few numbers per clip are finished in Python, where
+    a dozen tiny tensor operations would cost more than the passes over the map, and a single clip's
+    threshold is returned as a Python float; on CUDA they stay on the device (no synchronisation).
     """
-    n = x.shape[1]
-    if x.dtype in (torch.float16, torch.bfloat16):
-        x = x.float()  # a half-precision sum of squares overflows
-    mean = x.sum(dim=1).double() / n  # (B,); a float32 sum is pairwise (accurate) and needs no float64 copy
-    mean_square = torch.linalg.vecdot(x, x).double() / n  # (B,)
-    return (mean_square - mean * mean).clamp_(min=0).sqrt()
+    rows = edges.view(edges.shape[0], -1)  # (B, N)
+    if rows.dtype in (torch.float16, torch.bfloat16):
+        rows = rows.float()  # a half-precision sum of squares overflows
+    values = clips.view(clips.shape[0], -1)
+    total = rows.sum(dim=1)  # a float32 sum is pairwise (accurate) and needs no float64 copy
+    # A lone dot product is faster than vecdot's batched path.
+    squares = torch.dot(rows[0], rows[0]).view(1) if len(rows) == 1 else torch.linalg.vecdot(rows, rows)
+    high, low = values.amax(dim=1), values.amin(dim=1)
+    if edges.device.type == "cpu":
+        moments = zip(total.tolist(), squares.tolist(), high.tolist(), low.tolist(), strict=True)
+        limits = _limits_on_host(moments, rows.shape[1], n_std, floor)
+        return limits[0] if len(limits) == 1 else torch.tensor(limits, dtype=edges.dtype).view(-1, 1, 1, 1)
+    moments = torch.stack((total, squares, high.to(total.dtype), low.to(total.dtype)), dim=1)
+    return _limits_on_device(moments, rows.shape[1], n_std, floor).to(edges.dtype).view(-1, 1, 1, 1)
+
+
+def _limits_on_host(moments, n: int, n_std: float, floor: float) -> list[float]:
+    """:func:`_limits_on_device` in Python floats (float64) from ``(sum, sum of squares, max R, min R)`` rows."""
+    limits = []
+    for total, squares, high, low in moments:
+        variance = max(squares / n - (total / n) * (total / n), 0.0)
+        limits.append(max(n_std * math.sqrt(variance), floor * max(high, -low)))
+    return limits
+
+
+def _limits_on_device(moments: Tensor, n: int, n_std: float, floor: float) -> Tensor:
+    """Thresholds (B,) in float64 from per-clip ``(sum, sum of squares, max R, min R)`` rows (B, 4)."""
+    moments = moments.double()
+    mean = moments[:, 0] / n
+    variance = (moments[:, 1] / n - mean * mean).clamp_(min=0)
+    largest = torch.maximum(moments[:, 2], -moments[:, 3])  # max|R|
+    return torch.maximum(n_std * variance.sqrt_(), floor * largest)
 
 
 def selective_relevance(
@@ -158,18 +235,26 @@ def selective_relevance(
     for name, value in (("n_std", n_std), ("floor", floor)):
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    clips = relevance if relevance.ndim == 4 else relevance.unsqueeze(0)  # (B, T, H, W)
-    clips = clips.detach()  # the mask carries no gradient; R * M below keeps the one through R
-    edges = temporal_edges(clips, signed=signed).flatten(1)  # (B, T*H*W)
-    sigma = n_std * _population_std(edges)  # (B,)
-    minimum = floor * torch.linalg.vector_norm(clips.flatten(1), ord=math.inf, dim=1)  # (B,) max|R|
-    threshold = torch.maximum(sigma, minimum.to(sigma.dtype)).to(edges.dtype).unsqueeze(1)  # (B, 1)
-    # Compare in place: the edge buffer becomes the mask as 1.0 / 0.0 in R's dtype, so R * M needs no cast.
-    keep = edges.gt_(threshold).view_as(clips)  # (B, T, H, W)
-    if relevance.ndim == 3:
-        keep = keep.squeeze(0)  # (T, H, W)
-    selective = relevance * keep
-    return SelectiveRelevance(selective, keep.bool()) if return_mask else selective
+    clips = _clips(relevance)  # (B, T, H, W)
+    size = _chunk_size(clips)
+    edges = torch.empty_like(clips[:size])  # scratch, reused by every chunk
+    work = torch.empty_like(edges)
+    # Without a gradient to keep, R * M is written chunk by chunk; with one, this holds M and R * M follows.
+    out = torch.empty_like(clips)
+    mask = torch.empty_like(clips, dtype=torch.bool) if return_mask else None
+    for start in range(0, len(clips), size):
+        stop = min(start + size, len(clips))
+        chunk = clips[start:stop]
+        chunk_edges = _edges_into(chunk, edges[: stop - start], work[: stop - start], signed)
+        keep = chunk_edges.gt_(_thresholds(chunk_edges, chunk, n_std, floor))  # M as 1.0 / 0.0 in R's dtype
+        if mask is not None:
+            mask[start:stop].copy_(keep)
+        if relevance.requires_grad:
+            out[start:stop].copy_(keep)
+        else:
+            torch.mul(chunk, keep, out=out[start:stop])
+    selective = relevance * out.view_as(relevance) if relevance.requires_grad else out.view_as(relevance)
+    return SelectiveRelevance(selective, mask.view_as(relevance)) if return_mask else selective
 
 
 class TimedSelective(NamedTuple):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+import lightning_selrel.selective as selective_module
 from lightning_selrel.selective import SelectiveRelevance, selective_relevance, temporal_edges
 
 
@@ -145,3 +146,60 @@ def test_half_precision_selects_what_float32_selects(dtype):
     _, mask32 = selective_relevance(relevance, return_mask=True)
     _, mask16 = selective_relevance(relevance.to(dtype), return_mask=True)
     assert mask32.any() and torch.equal(mask16, mask32)
+
+
+def numpy_selective(relevance: np.ndarray, n_std: float = 4.0, floor: float = 1e-3) -> np.ndarray:
+    """Reference mask, one clip at a time: scipy edges, NumPy's two-pass std, METHOD.md's floor."""
+    masks = []
+    for clip in relevance.reshape(-1, *relevance.shape[-3:]):
+        edges = scipy_edges(clip)
+        masks.append(edges > max(n_std * edges.std(), floor * np.abs(clip).max()))
+    return np.stack(masks).reshape(relevance.shape)
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 10, 12), (1, 16, 7, 5), (2, 1, 4, 4), (4, 2, 1, 9), (6, 6, 6)])
+def test_mask_equals_numpy_reference(shape):
+    rng = np.random.default_rng(sum(shape))
+    relevance = rng.standard_normal(shape) * rng.uniform(0.1, 10.0, size=shape[:1] + (1,) * (len(shape) - 1))
+    relevance[..., : shape[-2] // 2, :] += 0.5  # part of every clip carries a static offset
+    selective, mask = selective_relevance(torch.tensor(relevance), n_std=1.5, return_mask=True)
+    expected = numpy_selective(relevance, n_std=1.5)
+    np.testing.assert_array_equal(mask.numpy(), expected)
+    np.testing.assert_array_equal(selective.numpy(), relevance * expected)
+
+
+@pytest.mark.parametrize("chunk_voxels", [1, 700, 2000])
+def test_cpu_chunks_give_the_same_result_as_one_pass(monkeypatch, chunk_voxels):
+    g = torch.Generator().manual_seed(7)
+    relevance = torch.randn(5, 8, 10, 12, generator=g) * torch.tensor([1.0, 100.0, 0.0, 1e-3, 7.0]).view(5, 1, 1, 1)
+    whole = selective_relevance(relevance, return_mask=True)
+    edges = temporal_edges(relevance)
+    monkeypatch.setattr(selective_module, "CPU_CHUNK_VOXELS", chunk_voxels)  # 1 clip, 1 clip + rest, 2 clips
+    chunked = selective_relevance(relevance, return_mask=True)
+    assert torch.equal(chunked.mask, whole.mask) and torch.equal(chunked.selective, whole.selective)
+    assert torch.equal(temporal_edges(relevance), edges)
+    graded = relevance.clone().requires_grad_()
+    selective_relevance(graded).sum().backward()
+    assert torch.equal(graded.grad, whole.mask.float())
+
+
+def test_non_contiguous_input_gives_the_contiguous_result():
+    relevance = torch.randn(3, 8, 12, 10, generator=torch.Generator().manual_seed(8))
+    strided = relevance.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other memory layout
+    assert not strided.is_contiguous()
+    assert torch.equal(temporal_edges(strided), temporal_edges(relevance))
+    assert torch.equal(selective_relevance(strided), selective_relevance(relevance))
+    assert torch.equal(selective_relevance(relevance[:, ::2]), selective_relevance(relevance[:, ::2].contiguous()))
+
+
+def test_host_and_device_thresholds_agree():
+    """The CPU finishes the per-clip thresholds in Python floats, CUDA in float64 tensors: same numbers."""
+    g = torch.Generator().manual_seed(9)
+    scale = torch.tensor([1e3, 1e6, 5.0, -5.0], dtype=torch.float64)
+    moments = torch.rand(6, 4, generator=g, dtype=torch.float64) * scale  # sum, sum of squares, max, min
+    moments[0] = 0.0  # all-zero clip
+    moments[1, 1] = moments[1, 0] ** 2 / 100 * (1 - 1e-12)  # cancellation: E[x^2] - E[x]^2 just below zero
+    for n_std, floor in ((4.0, 1e-3), (0.0, 0.5), (2.5, 0.0)):
+        host = selective_module._limits_on_host(moments.tolist(), 100, n_std, floor)
+        device = selective_module._limits_on_device(moments, 100, n_std, floor)
+        assert host == device.tolist()
