@@ -164,22 +164,28 @@ def _thresholds(edges: Tensor, clips: Tensor, n_std: float, floor: float) -> Ten
     Welford loop), finished in float64 so that the cancellation in ``E[x^2] - E[x]^2`` stays far
     below the threshold's resolution. On a CPU the few numbers per clip are finished in Python, where
     a dozen tiny tensor operations would cost more than the passes over the map, and a single clip's
-    threshold is returned as a Python float; on CUDA they stay on the device (no synchronisation).
+    threshold is returned as a Python float; on CUDA they stay on the device (no synchronisation), and
+    the batched reductions there may round a clip's threshold differently in the last bit with the
+    batch size.
     """
     rows = edges.view(edges.shape[0], -1)  # (B, N)
     if rows.dtype in (torch.float16, torch.bfloat16):
         rows = rows.float()  # a half-precision sum of squares overflows
     values = clips.view(clips.shape[0], -1)
-    total = rows.sum(dim=1)  # a float32 sum is pairwise (accurate) and needs no float64 copy
-    # A lone dot product is faster than vecdot's batched path.
-    squares = torch.dot(rows[0], rows[0]).view(1) if len(rows) == 1 else torch.linalg.vecdot(rows, rows)
-    high, low = values.amax(dim=1), values.amin(dim=1)
+    n = rows.shape[1]
     if edges.device.type == "cpu":
-        moments = zip(total.tolist(), squares.tolist(), high.tolist(), low.tolist(), strict=True)
-        limits = _limits_on_host(moments, rows.shape[1], n_std, floor)
+        # Each clip is reduced on its own: a batched reduction rounds differently with the batch size,
+        # which would move a clip's threshold by an ulp depending on the other clips. A float32 sum is
+        # pairwise (accurate), and a lone dot product is faster than vecdot's batched path.
+        moments = [
+            (r.sum().item(), torch.dot(r, r).item(), v.amax().item(), v.amin().item())
+            for r, v in zip(rows, values, strict=True)
+        ]
+        limits = _limits_on_host(moments, n, n_std, floor)
         return limits[0] if len(limits) == 1 else torch.tensor(limits, dtype=edges.dtype).view(-1, 1, 1, 1)
-    moments = torch.stack((total, squares, high.to(total.dtype), low.to(total.dtype)), dim=1)
-    return _limits_on_device(moments, rows.shape[1], n_std, floor).to(edges.dtype).view(-1, 1, 1, 1)
+    high, low = values.amax(dim=1).to(rows.dtype), values.amin(dim=1).to(rows.dtype)
+    moments = torch.stack((rows.sum(dim=1), torch.linalg.vecdot(rows, rows), high, low), dim=1)
+    return _limits_on_device(moments, n, n_std, floor).to(edges.dtype).view(-1, 1, 1, 1)
 
 
 def _limits_on_host(moments, n: int, n_std: float, floor: float) -> list[float]:

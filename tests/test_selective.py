@@ -168,13 +168,14 @@ def test_mask_equals_numpy_reference(shape):
     np.testing.assert_array_equal(selective.numpy(), relevance * expected)
 
 
-@pytest.mark.parametrize("chunk_voxels", [1, 700, 2000])
+@pytest.mark.parametrize("chunk_voxels", [1, 2000, 3000])
 def test_cpu_chunks_give_the_same_result_as_one_pass(monkeypatch, chunk_voxels):
     g = torch.Generator().manual_seed(7)
     relevance = torch.randn(5, 8, 10, 12, generator=g) * torch.tensor([1.0, 100.0, 0.0, 1e-3, 7.0]).view(5, 1, 1, 1)
     whole = selective_relevance(relevance, return_mask=True)
     edges = temporal_edges(relevance)
-    monkeypatch.setattr(selective_module, "CPU_CHUNK_VOXELS", chunk_voxels)  # 1 clip, 1 clip + rest, 2 clips
+    # a clip has 960 voxels: chunks of 1 clip; of 2, 2 and 1; of 3 and 2
+    monkeypatch.setattr(selective_module, "CPU_CHUNK_VOXELS", chunk_voxels)
     chunked = selective_relevance(relevance, return_mask=True)
     assert torch.equal(chunked.mask, whole.mask) and torch.equal(chunked.selective, whole.selective)
     assert torch.equal(temporal_edges(relevance), edges)
@@ -189,7 +190,36 @@ def test_non_contiguous_input_gives_the_contiguous_result():
     assert not strided.is_contiguous()
     assert torch.equal(temporal_edges(strided), temporal_edges(relevance))
     assert torch.equal(selective_relevance(strided), selective_relevance(relevance))
-    assert torch.equal(selective_relevance(relevance[:, ::2]), selective_relevance(relevance[:, ::2].contiguous()))
+    before = relevance.clone()
+    # strided, offset into the storage, and a single clip (T, H, W) at an offset
+    for view in (relevance[:, ::2], relevance[1:], relevance[2], relevance[:, :, 1:]):
+        result = selective_relevance(view, return_mask=True)
+        expected = selective_relevance(view.contiguous(), return_mask=True)
+        assert torch.equal(result.selective, expected.selective) and torch.equal(result.mask, expected.mask)
+        assert torch.equal(temporal_edges(view), temporal_edges(view.contiguous()))
+    assert torch.equal(relevance, before)  # the caller's tensor is never written
+
+
+def test_threshold_of_a_clip_is_bit_identical_alone_and_in_a_batch(monkeypatch):
+    """A batched dot product or sum rounds differently with the batch size; the CPU reduces clip by clip."""
+    clips = torch.randn(20, 8, 16, 16, generator=torch.Generator().manual_seed(10)).relu_()
+    edges = temporal_edges(clips)
+    batched = selective_module._thresholds(edges, clips, 4.0, 1e-3).flatten().tolist()  # one chunk of 20
+    alone = [selective_module._thresholds(edges[i : i + 1], clips[i : i + 1], 4.0, 1e-3) for i in range(20)]
+    assert batched == [torch.tensor(a, dtype=torch.float32).item() for a in alone]
+    monkeypatch.setattr(selective_module, "CPU_CHUNK_VOXELS", 3 * clips[0].numel())  # chunks of 3, last one 2
+    masks = selective_relevance(clips, return_mask=True).mask
+    for i in (0, 18, 19):
+        assert torch.equal(selective_relevance(clips[i], return_mask=True).mask, masks[i])
+
+
+def test_the_device_branch_runs_without_a_cpu(monkeypatch):
+    """CI has no GPU: meta tensors take the non-CPU branch (one chunk, thresholds kept as tensors) for shapes."""
+    for shape, dtype in (((3, 8, 6, 5), torch.float32), ((1, 4, 3, 3), torch.float16), ((6, 2, 2), torch.bfloat16)):
+        relevance = torch.empty(shape, dtype=dtype, device="meta")
+        selective, mask = selective_relevance(relevance, return_mask=True)
+        assert selective.shape == mask.shape == shape and selective.dtype == dtype and mask.dtype == torch.bool
+        assert temporal_edges(relevance, signed=True).shape == shape
 
 
 def test_host_and_device_thresholds_agree():
