@@ -157,6 +157,11 @@ class _ClipMeanStd(Metric):
         self.count = self.count + valid.sum()
         self.skipped = self.skipped + (~valid).sum()
 
+    def compute(self) -> dict[str, Tensor]:
+        """Mean and population std over the clips of the one per-clip value, with the clip counts."""
+        mean, std = self._mean_std(self._values[0])
+        return {"mean": mean, "std": std, "count": self.count.clone(), "skipped": self.skipped.clone()}
+
     def _mean_std(self, name: str) -> tuple[Tensor, Tensor]:
         """Mean and population std over the valid clips; NaN for both when there is none."""
         count = self.count.to(torch.float64)
@@ -181,10 +186,6 @@ class MotionPrecision(_ClipMeanStd):
 
     def update(self, relevance: Tensor, motion: Tensor) -> None:
         self._accumulate(precision=motion_precision(relevance, motion))
-
-    def compute(self) -> dict[str, Tensor]:
-        mean, std = self._mean_std("precision")
-        return {"mean": mean, "std": std, "count": self.count.clone(), "skipped": self.skipped.clone()}
 
 
 class Selectivity(_ClipMeanStd):
@@ -232,10 +233,6 @@ class RelevanceAgreement(_ClipMeanStd):
     def update(self, first: Tensor, second: Tensor) -> None:
         self._accumulate(iou=relevance_agreement(first, second))
 
-    def compute(self) -> dict[str, Tensor]:
-        mean, std = self._mean_std("iou")
-        return {"mean": mean, "std": std, "count": self.count.clone(), "skipped": self.skipped.clone()}
-
 
 class MeanStd(_ClipMeanStd):
     """Mean and population std of per-clip samples that are not fractions (e.g. milliseconds per clip).
@@ -250,7 +247,3 @@ class MeanStd(_ClipMeanStd):
 
     def update(self, values: Tensor) -> None:
         self._accumulate(value=torch.as_tensor(values))
-
-    def compute(self) -> dict[str, Tensor]:
-        mean, std = self._mean_std("value")
-        return {"mean": mean, "std": std, "count": self.count.clone(), "skipped": self.skipped.clone()}
