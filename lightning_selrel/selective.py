@@ -27,6 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .explain import explain_with_logits
+
 __all__ = ["TimedSelective", "explain_selective", "SelectiveRelevance", "selective_relevance", "temporal_edges"]
 
 
@@ -284,8 +286,6 @@ def explain_selective(
 ) -> TimedSelective:
     """Explain ``clips`` with ``method`` and keep the selective relevance, timing both steps (the paper's
     Table 4); on CUDA the clock waits for the device's queued work. Used by the monitor and ``explain``."""
-    from .explain import explain_with_logits  # imported here: the Sobel step stays light (no captum)
-
     start = time.perf_counter()
     explanation = explain_with_logits(model, clips, method, target)
     middle = _elapsed_ms(start, explanation.relevance.device)
