@@ -77,11 +77,15 @@ def input_gradient(model: C3DClassifier, clips: torch.Tensor) -> torch.Tensor:
 
 
 def scipy_selective(relevance: np.ndarray, n_std: float = 4.0, floor: float = 1e-3) -> np.ndarray:
-    """The selective step written plainly with SciPy, clip by clip: the reference for our torch version."""
+    """The selective step written plainly with SciPy, clip by clip: the reference for our torch version
+    (the paper's rule, and the floor relative to the Sobel stencil applied to |R|)."""
     out = np.empty_like(relevance)
     for i, clip in enumerate(relevance):
         edges = np.abs(ndimage.sobel(clip, axis=0, mode="nearest"))
-        out[i] = clip * (edges > max(n_std * edges.std(), floor * np.abs(clip).max()))
+        magnitude = ndimage.correlate1d(np.abs(clip), [1.0, 0.0, 1.0], axis=0, mode="nearest")
+        for axis in (1, 2):
+            magnitude = ndimage.correlate1d(magnitude, [1.0, 2.0, 1.0], axis=axis, mode="nearest")
+        out[i] = clip * ((edges > n_std * edges.std()) & (edges > floor * magnitude))
     return out
 
 
@@ -116,6 +120,9 @@ def bench_batch(
     sel_times = [timed(select, device) for _ in range(50)]
     result = {name: statistics.median(ts) / batch for name, ts in times.items()}
     result["selective"] = statistics.median(sel_times) / batch
+    select_mad = lambda: selective_relevance(relevance, n_std=4.0, threshold="mad")  # noqa: E731
+    select_mad()
+    result["selective, mad"] = statistics.median(timed(select_mad, device) for _ in range(50)) / batch
     if device.type == "cpu":  # small element-wise work: OpenMP's barriers cost more than they save
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -178,7 +185,11 @@ def main(argv: list[str] | None = None) -> None:
             r = results[b]
             row += f" {1e3 * r[name]:.1f} | {r[name] / r['input gradient']:.2f}x grad |"
         print(row)
-    for name, label in (("selective", "selective step (n=4)"), ("selective, 1 thread", "selective step, 1 thread")):
+    for name, label in (
+        ("selective", "selective step (n=4)"),
+        ("selective, 1 thread", "selective step, 1 thread"),
+        ("selective, mad", "selective step, `mad` rule"),
+    ):
         if name not in results[batches[0]]:
             continue
         row = f"| {label} |"

@@ -11,10 +11,22 @@ class:
   direction is drawn independently of the class, so only static context predicts it.
 - ``"both"``: the two agree, as in real datasets (a pool and a swimming motion).
 
+Two options make the clips look more like real footage, where the selective threshold and optical
+flow are harder pressed (both off by default):
+
+- ``camera_speed``: the camera pans at this many pixels per frame in a random direction per clip
+  (independent of the class). The whole scene translates in the image: the background moves, and the
+  objects move by their own motion minus the camera's. The class still lives in the objects' motion in
+  the *scene*, so a motion model must read motion relative to the background.
+- ``object_size``: the side of the moving squares as a range of fractions of the frame's shorter side
+  (default 1/6 to 1/4); ``(0.5, 0.7)`` gives large actors that fill much of the frame.
+
 Every clip is a pure function of ``(seed, split, index)``: nothing is read from disk and two
 workers, or two runs, render the same pixels. Items are ``(clip, label, motion_mask)`` with
 ``clip`` uint8 (3, T, H, W), ``label`` an int and ``motion_mask`` bool (T, H, W), True exactly on the
-pixels covered by a moving object in that frame.
+pixels covered by a moving object in that frame. With a panning camera the background moves in the
+image too but is not in the mask: the mask marks what moves in the scene (the motion that carries the
+class), while optical flow marks every pixel that moves in the image.
 """
 
 from __future__ import annotations
@@ -42,10 +54,11 @@ class ClipParams:
 
     Attributes:
         label: The class.
-        direction: Direction of motion in radians (0 = right, pi/2 = down), shared by all objects.
+        direction: Direction of motion in the scene in radians (0 = right, pi/2 = down), shared by all objects.
         speed: Pixels per frame.
         bg_orientation: Orientation of the background grating in radians, in [0, pi).
         bg_hue: Hue of the background in [0, 1).
+        camera: Camera velocity (dx, dy) in pixels per frame; (0, 0) without ``camera_speed``.
     """
 
     label: int
@@ -53,6 +66,7 @@ class ClipParams:
     speed: float
     bg_orientation: float
     bg_hue: float
+    camera: tuple[float, float] = (0.0, 0.0)
 
 
 def _hue_to_rgb(hue: float, saturation: float, value: float) -> np.ndarray:
@@ -63,6 +77,16 @@ def _hue_to_rgb(hue: float, saturation: float, value: float) -> np.ndarray:
     r, g, b = [(c, x, 0), (x, c, 0), (0, c, x), (0, x, c), (x, 0, c), (c, 0, x)][int(h) % 6]
     m = value - c
     return np.array([r + m, g + m, b + m], dtype=np.float32) * 255.0
+
+
+def _camera_offset(camera: tuple[float, float], offset: float) -> tuple[int, int]:
+    """The camera's displacement (dx, dy) in whole pixels ``offset`` frames from the clip's middle."""
+    return int(round(camera[0] * offset)), int(round(camera[1] * offset))
+
+
+def _floor(value: float) -> int:
+    """``floor`` that forgives float rounding just below an integer (48 * (1/6) is 8, not 7.999...)."""
+    return math.floor(value + 1e-9)
 
 
 class MotionContextDataset(Dataset):
@@ -79,6 +103,8 @@ class MotionContextDataset(Dataset):
         speed: Range (low, high) of object speed in pixels per frame.
         seed: Base seed; together with ``split`` and the index it fixes every pixel.
         split: ``"train"``, ``"val"`` or ``"test"``; the three draw disjoint random streams.
+        camera_speed: Camera pan in pixels per frame, in a random direction per clip (0: a still camera).
+        object_size: Range (low, high) of the objects' side, as fractions of the frame's shorter side.
     """
 
     def __init__(
@@ -93,6 +119,8 @@ class MotionContextDataset(Dataset):
         speed: tuple[float, float] = (1.5, 2.5),
         seed: int = 0,
         split: str = "train",
+        camera_speed: float = 0.0,
+        object_size: tuple[float, float] = (1 / 6, 1 / 4),
     ) -> None:
         if cue not in _CUES:
             raise ValueError(f"cue must be one of {list(_CUES)}, got {cue!r}")
@@ -108,6 +136,12 @@ class MotionContextDataset(Dataset):
                 f"invalid dataset parameters: size={size} (>= 0), num_objects={num_objects} (>= 1), "
                 f"noise={noise} (>= 0), speed={speed} (0 < low <= high)"
             )
+        if not (math.isfinite(camera_speed) and camera_speed >= 0):
+            raise ValueError(f"camera_speed must be a finite number of pixels per frame >= 0, got {camera_speed}")
+        if len(object_size) != 2 or not 0 < object_size[0] <= object_size[1] <= 1:
+            raise ValueError(
+                f"object_size must be (low, high) fractions of the frame with 0 < low <= high <= 1, got {object_size}"
+            )
         self.size = int(size)
         self.num_classes = int(num_classes)
         self.clip_shape: tuple[int, int, int] = clip_shape  # type: ignore[assignment]
@@ -117,6 +151,8 @@ class MotionContextDataset(Dataset):
         self.speed = (float(speed[0]), float(speed[1]))
         self.seed = int(seed)
         self.split = split
+        self.camera_speed = float(camera_speed)
+        self.object_size = (float(object_size[0]), float(object_size[1]))
 
     def __len__(self) -> int:
         return self.size
@@ -127,6 +163,14 @@ class MotionContextDataset(Dataset):
     def params(self, index: int) -> ClipParams:
         """The latent variables of clip ``index`` (the same draw :meth:`__getitem__` renders)."""
         return self._draw(index, self._rng(index))
+
+    def _camera(self, index: int) -> tuple[float, float]:
+        """Camera velocity of clip ``index``, from a stream of its own: the other draws, and so every clip
+        of a still camera, are the same whatever ``camera_speed`` is."""
+        if self.camera_speed == 0:
+            return 0.0, 0.0
+        angle = np.random.default_rng([self.seed, _SPLITS[self.split], index, 1]).uniform(0.0, 2 * math.pi)
+        return self.camera_speed * math.cos(angle), self.camera_speed * math.sin(angle)
 
     def _draw(self, index: int, rng: np.random.Generator) -> ClipParams:
         k = self.num_classes
@@ -148,6 +192,7 @@ class MotionContextDataset(Dataset):
             speed=speed,
             bg_orientation=(class_orientation if by_context else random_orientation) % math.pi,
             bg_hue=(class_hue if by_context else random_hue) % 1.0,
+            camera=self._camera(index),
         )
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor]:
@@ -156,21 +201,28 @@ class MotionContextDataset(Dataset):
         rng = self._rng(index)
         p = self._draw(index, rng)
         t_len, height, width = self.clip_shape
-        background = self._background(p, rng)  # (H, W, 3) float32
-
-        frames = np.repeat(background[None], t_len, axis=0)  # (T, H, W, 3)
+        # The camera's offset at frame t, rounded to whole pixels so the static texture stays exact.
+        offsets = [_camera_offset(p.camera, t - (t_len - 1) / 2) for t in range(t_len)]
+        margin = max((max(abs(dx), abs(dy)) for dx, dy in offsets), default=0)
+        background = self._background(p, rng, margin)  # (H + 2 margin, W + 2 margin, 3) float32
+        frames = np.stack(
+            [background[margin + dy : margin + dy + height, margin + dx : margin + dx + width] for dx, dy in offsets]
+        )  # (T, H, W, 3)
         mask = np.zeros((t_len, height, width), dtype=bool)
         vx, vy = p.speed * math.cos(p.direction), p.speed * math.sin(p.direction)
+        short = min(height, width)
+        low, high = self.object_size
         for _ in range(self.num_objects):
-            side = int(rng.integers(max(4, height // 6), max(5, height // 4) + 1))
+            side = int(rng.integers(max(4, _floor(short * low)), max(5, _floor(short * high)) + 1))
             texture = self._object_texture(side, rng)  # (side, side, 3)
             # The trajectory is centred near the middle so the object crosses the frame.
             cx = width / 2 + rng.uniform(-0.15, 0.15) * width
             cy = height / 2 + rng.uniform(-0.15, 0.15) * height
             for t in range(t_len):
                 offset = t - (t_len - 1) / 2
-                x0 = int(round(cx + vx * offset - side / 2))
-                y0 = int(round(cy + vy * offset - side / 2))
+                # Image position = scene position - camera offset.
+                x0 = int(round(cx + vx * offset - side / 2)) - offsets[t][0]
+                y0 = int(round(cy + vy * offset - side / 2)) - offsets[t][1]
                 xa, xb = max(x0, 0), min(x0 + side, width)
                 ya, yb = max(y0, 0), min(y0 + side, height)
                 if xa >= xb or ya >= yb:
@@ -182,18 +234,19 @@ class MotionContextDataset(Dataset):
         clip = np.clip(np.rint(frames), 0, 255).astype(np.uint8).transpose(3, 0, 1, 2)  # (3, T, H, W)
         return torch.from_numpy(np.ascontiguousarray(clip)), p.label, torch.from_numpy(mask)
 
-    def _background(self, p: ClipParams, rng: np.random.Generator) -> np.ndarray:
-        """A colour grating at ``p.bg_orientation`` over a fine static texture, (H, W, 3) in [0, 255]."""
+    def _background(self, p: ClipParams, rng: np.random.Generator, margin: int = 0) -> np.ndarray:
+        """A colour grating at ``p.bg_orientation`` over a fine static texture, (H + 2 margin, W + 2 margin, 3)
+        in [0, 255]: the frame plus ``margin`` pixels on every side for the camera to pan over."""
         _, height, width = self.clip_shape
-        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        yy, xx = np.mgrid[-margin : height + margin, -margin : width + margin].astype(np.float32)
         period = rng.uniform(7.0, 11.0)
         phase = rng.uniform(0.0, 2 * math.pi)
         along = xx * math.cos(p.bg_orientation) + yy * math.sin(p.bg_orientation)
-        wave = 0.5 + 0.5 * np.sin(2 * math.pi * along / period + phase)  # (H, W) in [0, 1]
+        wave = 0.5 + 0.5 * np.sin(2 * math.pi * along / period + phase)  # (H', W') in [0, 1]
         light = _hue_to_rgb(p.bg_hue, 0.6, 0.85)
         dark = _hue_to_rgb(p.bg_hue, 0.8, 0.35)
         image = dark + (light - dark) * wave[..., None]
-        texture = rng.normal(0.0, 10.0, size=(height, width, 1)).astype(np.float32)
+        texture = rng.normal(0.0, 10.0, size=(height + 2 * margin, width + 2 * margin, 1)).astype(np.float32)
         return (image + texture).astype(np.float32)
 
     @staticmethod
@@ -233,6 +286,9 @@ class MotionContextDataModule(pl.LightningDataModule):
         batch_size: Clips per batch.
         num_workers: DataLoader worker processes (rendering is cheap: 0 is usually fastest).
         seed: Seed of the clips (independent of the training seed).
+        camera_speed: Camera pan in pixels per frame, in a random direction per clip (0: a still camera).
+        object_size: Range (low, high) of the objects' side, as fractions of the frame's shorter side;
+            ``[0.5, 0.7]`` gives large actors.
     """
 
     def __init__(
@@ -248,12 +304,22 @@ class MotionContextDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        camera_speed: float = 0.0,
+        object_size: tuple[float, float] = (1 / 6, 1 / 4),
     ) -> None:
         super().__init__()
         clip_shape = [int(s) for s in clip_shape]  # a plain list in the hyperparameters, as the model's
+        object_size = (float(object_size[0]), float(object_size[1]))
         self.save_hyperparameters()
         common = dict(
-            num_classes=num_classes, clip_shape=clip_shape, cue=cue, noise=noise, num_objects=num_objects, seed=seed
+            num_classes=num_classes,
+            clip_shape=clip_shape,
+            cue=cue,
+            noise=noise,
+            num_objects=num_objects,
+            seed=seed,
+            camera_speed=camera_speed,
+            object_size=object_size,
         )
         # Datasets are cheap to construct (clips render lazily), so errors surface at construction.
         self.train_set = MotionContextDataset(size=train_size, split="train", **common)

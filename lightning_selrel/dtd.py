@@ -3,8 +3,17 @@
 Rules (METHOD.md section 2): z+ for hidden Conv3d / Linear layers, zB for the first one (inputs
 bounded by the normalised pixel range), ReLU, dropout and the input normalisation pass relevance
 through (Normalize is element-wise, so the relevance of the normalised clip is that of the pixel
-clip), max-pooling is winner-takes-all (its gradient), Flatten reshapes. Relevance at the output
-is the target logit, every other logit gets zero; the input relevance sums to that logit.
+clip), max-pooling is winner-takes-all (its gradient), Flatten reshapes.
+
+Starting value (``start``): the explained class gets relevance 1 at the output and every other class 0
+(``start="one"``, the default, as zennit's one-hot output relevance), so the input relevance sums to 1:
+the map says which share of the decision each voxel carries. z+ and zB are linear in the output
+relevance (their denominators depend on the activations only), so the map is the classic
+logit-started map (``start="logit"``, whose input relevance sums to the logit) divided by the logit:
+the same pattern, and every metric here is a ratio. Only its sign differs: z+ and zB redistribute
+non-negatively, so a negative logit (common early in training, or with ``target="label"``) gives a
+``"logit"`` map that is <= 0 everywhere and has no positive relevance at all, while a ``"one"`` map is
+>= 0 for every clip.
 
 Choices beyond METHOD.md:
 
@@ -138,6 +147,7 @@ def dtd(
     bounds: tuple[Bound, Bound] | None = None,
     maxpool: Literal["winner", "proportional"] = "winner",
     eps: float = 1e-9,
+    start: Literal["one", "logit"] = "one",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Deep Taylor relevance of every input element for one target logit per clip.
 
@@ -158,6 +168,9 @@ def dtd(
         maxpool: ``"winner"`` (winner-takes-all, the gradient) or ``"proportional"`` (relevance
             shared in proportion to the window's inputs, the z-rule on the window sum).
         eps: Stabiliser added to denominators (with their sign).
+        start: Relevance of the explained class at the output: ``"one"`` (default; the input relevance
+            sums to 1 and is >= 0 for every clip) or ``"logit"`` (the classic DTD start; it sums to the
+            logit and is <= 0 everywhere when the logit is negative). See the module notes.
 
     Returns:
         ``(relevance, logits, target)``: relevance shaped like ``clips`` (channels not summed), the
@@ -165,8 +178,10 @@ def dtd(
 
     Raises:
         TypeError: For a non-sequential model or a layer without a rule.
-        ValueError: For zB without bounds, or bad ``first_rule`` / ``maxpool`` / ``target``.
+        ValueError: For zB without bounds, or bad ``first_rule`` / ``maxpool`` / ``start`` / ``target``.
     """
+    if start not in ("one", "logit"):
+        raise ValueError(f"start must be 'one' or 'logit', got {start!r}")
     if first_rule not in ("zb", "zplus"):
         raise ValueError(f"first_rule must be 'zb' or 'zplus', got {first_rule!r}")
     if maxpool not in ("winner", "proportional"):
@@ -217,8 +232,9 @@ def dtd(
         raise TypeError(f"DTD needs a model that outputs logits (B, num_classes), got shape {tuple(logits.shape)}")
     t = select_target(target, logits)
 
-    # Backward: relevance = the target logit, everything else zero.
-    relevance = torch.zeros_like(logits).scatter_(1, t[:, None], logits.gather(1, t[:, None]))
+    # Backward: relevance = 1 (or the logit) at the target, everything else zero.
+    seed = logits.gather(1, t[:, None]) if start == "logit" else torch.ones_like(logits[:, :1])
+    relevance = torch.zeros_like(logits).scatter_(1, t[:, None], seed)
     for i in range(len(layers) - 1, -1, -1):
         layer, keep = layers[i][1], saved[i]
         saved[i] = None  # free the activation as soon as it is used

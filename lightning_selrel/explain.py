@@ -3,7 +3,9 @@
 Every method returns relevance over the input voxels, (B, T, H, W) float32, channels summed
 (METHOD.md section 2), for one class per clip (the predicted one by default):
 
-- ``dtd``: deep Taylor decomposition, our own (:mod:`lightning_selrel.dtd`).
+- ``dtd``: deep Taylor decomposition, our own (:mod:`lightning_selrel.dtd`), started from relevance 1
+  at the explained class (the map sums to 1 and is non-negative for every clip; ``start="logit"``
+  gives the classic logit-started map).
 - ``gradcam``: captum's ``LayerGradCam`` at the last Conv3d (or ``layer=``), gradient averaged
   over (T', H', W') per channel, ReLU of the weighted sum as in the original paper
   (``relu_attributions=True``), upsampled trilinearly (``align_corners=False``) to (T, H, W).
@@ -125,7 +127,7 @@ def explain(model: nn.Module, clips: Tensor, method: str, target: Target = None,
         method: One of :func:`available_methods`.
         target: Class per clip: ``None`` (the predicted class), an int, a list or a LongTensor (B,).
         **options: Method options: ``layer`` (a module or dotted name such as ``"net.conv5b"``) for
-            the GradCAM family; ``first_rule``, ``bounds``, ``maxpool``, ``eps`` for ``dtd`` (see
+            the GradCAM family; ``first_rule``, ``bounds``, ``maxpool``, ``eps``, ``start`` for ``dtd`` (see
             :func:`lightning_selrel.dtd.dtd`).
 
     Returns:

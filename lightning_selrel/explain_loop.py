@@ -24,18 +24,21 @@ import torch
 
 from .classifier import C3DClassifier
 from .flow import motion_mask
-from .metrics import motion_precision, selectivity
+from .metrics import clip_scores
 from .render import render_panels
 from .selective import explain_selective
 from .stream import FramePrep, RingBuffer, Source, StreamError, StreamReader, VideoSink, loop_pad
 
 __all__ = ["METRICS", "Outputs", "StatusLine", "WindowExplainer", "json_safe", "run_live", "run_offline", "summarise"]
 
-# Per method and window, in the report; fractions in [0, 1] or milliseconds.
+# Per method and window, in the report; fractions in [0, 1] (see metrics.clip_scores) or milliseconds.
 METRICS = (
     "precision",
     "selective_precision",
+    "precision_mass",
+    "selective_precision_mass",
     "selectivity_area",
+    "selectivity_core",
     "selectivity_mass",
     "spatial_bias",
     "explain_ms",
@@ -53,6 +56,7 @@ class WindowExplainer:
     n_std: float = 4.0
     flow: str | None = "farneback"
     flow_threshold: float = 0.5
+    threshold: str = "std"
 
     @property
     def clip_len(self) -> int:
@@ -79,7 +83,7 @@ class WindowExplainer:
         batch = clip[None].to(next(self.model.parameters()).device)  # (1, 3, T, H, W), once for all methods
         rows = []
         for method in self.methods:
-            result = explain_selective(self.model, batch, method, n_std=self.n_std)
+            result = explain_selective(self.model, batch, method, n_std=self.n_std, threshold=self.threshold)
             rel, sel = result.relevance[0].cpu(), result.selective[0].cpu()  # (T, H, W)
             if record["prediction"] is None:
                 probability, index = result.logits[0].softmax(dim=-1).max(dim=-1)
@@ -89,16 +93,9 @@ class WindowExplainer:
                     "name": names[int(index)],
                     "probability": float(probability),
                 }
-            area, mass = selectivity(rel, sel)
-            record["methods"][method] = {
-                "precision": float(motion_precision(rel, motion)) if motion is not None else None,
-                "selective_precision": float(motion_precision(sel, motion)) if motion is not None else None,
-                "selectivity_area": float(area),
-                "selectivity_mass": float(mass),
-                "spatial_bias": float(1.0 - mass),  # spatial_bias(rel, sel) without computing selectivity again
-                "explain_ms": result.explain_ms,
-                "selective_ms": result.selective_ms,
-            }
+            scores = clip_scores(rel[None], sel[None], flow=motion[None] if motion is not None else None)
+            values = {name: float(scores[name][0]) if name in scores else None for name in METRICS[:-2]}
+            record["methods"][method] = {**values, "explain_ms": result.explain_ms, "selective_ms": result.selective_ms}
             pred = record["prediction"]
             title = f"{pred['name']} ({pred['probability']:.2f}) | frames {first}-{record['end']} | n={self.n_std:g}"
             rows.append(render_panels(clip, rel, sel, title=title, labels=("input", method, "selective")))

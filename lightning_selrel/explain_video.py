@@ -39,6 +39,7 @@ from .classifier import C3DClassifier
 from .explain import available_methods, check_methods
 from .explain_loop import Outputs, StatusLine, WindowExplainer, json_safe, run_live, run_offline
 from .flow import FLOW_METHODS
+from .selective import THRESHOLDS
 from .stream import UCF_RATIO, FramePrep, StreamError, VideoSink, display_unavailable, open_source
 
 __all__ = ["ExplainError", "build_parser", "frame_prep", "load_checkpoint", "main"]
@@ -142,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--n-std", type=float, default=4.0, help="selective threshold in std of the edge map (default 4)"
+    )
+    parser.add_argument(
+        "--threshold",
+        default="std",
+        choices=THRESHOLDS,
+        help="selective threshold rule: std (the paper's n-std of the edge map) or mad (robust to widespread "
+        "change such as camera motion); default std",
     )
     parser.add_argument("--stride", type=int, help="offline: frames between window starts (default: clip length)")
     parser.add_argument(
@@ -262,7 +270,7 @@ def _run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] |
             f"--stride {stride}: at most the model's clip length {model.clip_shape[0]}: every frame must be explained"
         )
     flow = None if args.flow == "none" else args.flow
-    explainer = WindowExplainer(model, methods, args.n_std, flow, args.flow_threshold)
+    explainer = WindowExplainer(model, methods, args.n_std, flow, args.flow_threshold, args.threshold)
     outputs = Outputs(show=args.show, status=StatusLine(None if args.quiet else sys.stderr))
     report: dict[str, Any] = {
         "checkpoint": str(args.ckpt),
@@ -278,6 +286,7 @@ def _run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] |
         "class_names": list(model.class_names),
         "methods": methods,
         "n_std": args.n_std,
+        "threshold": args.threshold,
         "flow": {"method": args.flow, "threshold": args.flow_threshold},
         "preprocessing": prep.describe(source.size),
         "output_fps": fps,

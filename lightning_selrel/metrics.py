@@ -1,11 +1,22 @@
 """Metrics of relevance against motion (METHOD.md, section 3): a functional core and thin torchmetrics.
 
-For one clip, with ``I_R = R > 0`` and ``I_S = R_sel > 0``:
+For one clip, with ``I_R = R > 0`` and ``I_S = R_sel > 0`` (the paper's definitions):
 
 * motion precision ``P = sum(I_R & I_O) / sum(I_R)``, ``I_O`` the moving voxels;
 * selectivity: area ``sum(I_S) / sum(I_R)`` and mass ``sum(R_sel+) / sum(R+)``;
 * spatial bias ``1 - mass``: the share of positive relevance that is constant in time;
 * agreement of two explanations: IoU of their ``I_R``.
+
+``R > 0`` is nearly every voxel of a DTD map (z+ and zB are non-negative), which fixes the area-based
+numbers by the clip or by the other method rather than by the explanation: DTD's precision is then the
+clip's share of moving voxels, and its agreement with another method that method's positive share.
+Two additions are informative for every method:
+
+* motion *mass* precision ``sum(R+ I_O) / sum(R+)``: the share of the positive relevance on moving
+  voxels (the "relevance mass accuracy" of Arras et al., 2022), for the baseline and the selective map;
+* a relevant area that is not "every positive voxel" (``relevant="top"``: the ``fraction`` of the
+  clip's voxels with the highest relevance; ``"mass"``: the fewest voxels holding ``fraction`` of the
+  positive mass), for agreement and for the selectivity area, where ``I_S = I_R & (R_sel > 0)``.
 
 The functions take batches (..., T, H, W) and return one value per clip, shape (...), with **NaN
 where the clip has no value**: no positive relevance (for agreement, in either map). Never a
@@ -16,23 +27,34 @@ report the mean and the **population** standard deviation (ddof = 0, ``np.std``'
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
 __all__ = [
+    "RELEVANT_AREAS",
     "MeanStd",
     "MotionPrecision",
     "RelevanceAgreement",
+    "RelevantArea",
     "Selectivity",
     "SelectivityScores",
+    "clip_scores",
+    "motion_mass_precision",
     "motion_precision",
     "relevance_agreement",
+    "relevant_area",
     "selectivity",
     "spatial_bias",
 ]
+
+#: Definitions of the relevant area I_R: the paper's ``R > 0``, the ``top`` fraction of voxels by
+#: relevance, or the fewest voxels holding a fraction of the positive ``mass``.
+RelevantArea = Literal["positive", "top", "mass"]
+RELEVANT_AREAS: tuple[str, ...] = get_args(RelevantArea)
 
 
 class SelectivityScores(NamedTuple):
@@ -65,6 +87,40 @@ def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
     return torch.where(valid, numerator / denominator.where(valid, 1.0), torch.nan)
 
 
+def relevant_area(relevance: Tensor, relevant: RelevantArea = "positive", fraction: float = 0.1) -> Tensor:
+    """The relevant voxels I_R of each clip, a bool mask shaped like ``relevance`` (..., T, H, W).
+
+    Args:
+        relevance: Relevance (..., T, H, W).
+        relevant: ``"positive"``: ``R > 0`` (the paper). ``"top"``: the ``ceil(fraction * T * H * W)``
+            voxels of the clip with the highest relevance (every voxel tied with the last one included),
+            among the positive ones. ``"mass"``: the voxels of highest relevance that together hold at
+            least ``fraction`` of the clip's positive relevance (the fewest such voxels, ties included).
+        fraction: The share of the clip (``"top"``) or of its positive mass (``"mass"``), in (0, 1].
+
+    Returns:
+        Bool tensor of the shape of ``relevance``; empty (all False) for a clip without positive relevance.
+    """
+    if relevant not in RELEVANT_AREAS:
+        raise ValueError(f"relevant must be one of {list(RELEVANT_AREAS)}, got {relevant!r}")
+    positive = relevance > 0
+    if relevant == "positive":
+        return positive
+    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    rows = relevance.reshape(-1, math.prod(relevance.shape[-3:]))  # (B, N)
+    if relevant == "top":
+        k = min(rows.shape[1], max(1, math.ceil(fraction * rows.shape[1])))
+        cut = rows.topk(k, dim=1).values[:, -1:]  # (B, 1): the k-th largest value
+    else:
+        ordered = rows.clamp(min=0).sort(dim=1, descending=True).values  # (B, N)
+        total = ordered.sum(dim=1, keepdim=True, dtype=torch.float64)  # (B, 1)
+        held = ordered.cumsum(dim=1, dtype=torch.float64)  # (B, N)
+        count = (held < fraction * total).sum(dim=1, keepdim=True).clamp(max=rows.shape[1] - 1)  # (B, 1)
+        cut = ordered.gather(1, count)  # (B, 1): the last value the set needs
+    return positive & (rows >= cut).view_as(relevance)
+
+
 def motion_precision(relevance: Tensor, motion: Tensor) -> Tensor:
     """Share of the relevant voxels that move: ``sum(R > 0 & I_O) / sum(R > 0)`` per clip.
 
@@ -82,20 +138,49 @@ def motion_precision(relevance: Tensor, motion: Tensor) -> Tensor:
     return _ratio(_per_clip_sum(relevant & motion), _per_clip_sum(relevant))
 
 
-def selectivity(relevance: Tensor, selective: Tensor) -> SelectivityScores:
+def motion_mass_precision(relevance: Tensor, motion: Tensor) -> Tensor:
+    """Share of the positive relevance on moving voxels: ``sum(max(R, 0) * I_O) / sum(max(R, 0))`` per clip.
+
+    Unlike :func:`motion_precision` it weighs each voxel by its relevance, so it does not reduce to the
+    clip's share of moving voxels when every voxel is relevant (a DTD map).
+
+    Args:
+        relevance: Relevance (..., T, H, W), baseline or selective.
+        motion: Moving voxels I_O, bool, same shape.
+
+    Returns:
+        Float64 tensor of shape (...) with values in [0, 1]; NaN for clips without positive relevance.
+    """
+    _check_pair(relevance, motion, ("relevance", "motion"))
+    if motion.dtype != torch.bool:
+        raise TypeError(f"motion must be a bool mask, got {motion.dtype}; threshold it first (e.g. `flow > 0.5`)")
+    positive = relevance.clamp(min=0)
+    return _ratio(_per_clip_sum(positive * motion), _per_clip_sum(positive))
+
+
+def selectivity(
+    relevance: Tensor, selective: Tensor, *, relevant: RelevantArea = "positive", fraction: float = 0.1
+) -> SelectivityScores:
     """How much of the relevance the selective step keeps, by area and by mass, per clip.
 
     Args:
         relevance: Baseline relevance R (..., T, H, W).
         selective: Selective relevance R_sel, same shape (:func:`lightning_selrel.selective.selective_relevance`).
+        relevant: Definition of the relevant area I_R for ``area`` (see :func:`relevant_area`); the
+            selective relevant area is ``I_S = I_R & (R_sel > 0)``, which for ``"positive"`` is ``R_sel > 0``.
+        fraction: Its fraction, for ``"top"`` and ``"mass"``.
 
     Returns:
-        :class:`SelectivityScores` ``(area, mass)``: ``area = sum(R_sel > 0) / sum(R > 0)`` and
+        :class:`SelectivityScores` ``(area, mass)``: ``area = sum(I_S) / sum(I_R)`` and
         ``mass = sum(max(R_sel, 0)) / sum(max(R, 0))``, float64 of shape (...); NaN for clips without
         positive relevance.
     """
     _check_pair(relevance, selective, ("relevance", "selective"))
-    area = _ratio(_per_clip_sum(selective > 0), _per_clip_sum(relevance > 0))
+    if relevant == "positive":
+        area = _ratio(_per_clip_sum(selective > 0), _per_clip_sum(relevance > 0))
+    else:
+        region = relevant_area(relevance, relevant, fraction)
+        area = _ratio(_per_clip_sum(region & (selective > 0)), _per_clip_sum(region))
     mass = _ratio(_per_clip_sum(selective.clamp(min=0)), _per_clip_sum(relevance.clamp(min=0)))
     return SelectivityScores(area, mass)
 
@@ -109,8 +194,10 @@ def spatial_bias(relevance: Tensor, selective: Tensor) -> Tensor:
     return 1.0 - selectivity(relevance, selective).mass
 
 
-def relevance_agreement(first: Tensor, second: Tensor) -> Tensor:
-    """IoU of the relevant areas of two explanations of the same clips: ``|A & B| / |A | B|``, A = first > 0.
+def relevance_agreement(
+    first: Tensor, second: Tensor, *, relevant: RelevantArea = "positive", fraction: float = 0.1
+) -> Tensor:
+    """IoU of the relevant areas of two explanations of the same clips: ``|A & B| / |A | B|``.
 
     A clip where either map has no positive relevance has no value (NaN): an explanation without
     relevant voxels failed, and scoring it as 0 agreement would mix failures into the measure.
@@ -118,15 +205,64 @@ def relevance_agreement(first: Tensor, second: Tensor) -> Tensor:
     Args:
         first: Relevance (..., T, H, W) of one method.
         second: Relevance of another method, same shape.
+        relevant: Definition of the relevant areas A and B (see :func:`relevant_area`; the paper's
+            ``"positive"``, A = first > 0, by default).
+        fraction: Its fraction, for ``"top"`` and ``"mass"``.
 
     Returns:
         Float64 tensor of shape (...) with values in [0, 1]; NaN where either map has no positive relevance.
     """
     _check_pair(first, second, ("first", "second"))
-    a, b = first > 0, second > 0
+    a, b = relevant_area(first, relevant, fraction), relevant_area(second, relevant, fraction)
     both_relevant = (_per_clip_sum(a) > 0) & (_per_clip_sum(b) > 0)
     iou = _ratio(_per_clip_sum(a & b), _per_clip_sum(a | b))
     return iou.where(both_relevant, torch.nan)
+
+
+def clip_scores(
+    relevance: Tensor,
+    selective: Tensor,
+    *,
+    flow: Tensor | None = None,
+    exact: Tensor | None = None,
+    core_mass: float = 0.5,
+) -> dict[str, Tensor]:
+    """Every per-clip score the monitor and the ``explain`` command report for one method, by name.
+
+    Args:
+        relevance: Baseline relevance (B, T, H, W).
+        selective: Its selective map, same shape.
+        flow: Moving voxels from optical flow (B, T, H, W) bool, or None.
+        exact: Exact moving voxels (B, T, H, W) bool (the built-in data), or None.
+        core_mass: Share of the positive relevance that the relevance *core* holds: the fewest voxels of
+            highest relevance holding it (:func:`relevant_area` with ``"mass"``).
+
+    Returns:
+        Float64 tensors (B,), NaN where a clip has no value:
+
+        - ``precision``, ``selective_precision``: motion precision against ``flow`` (the paper's, by area);
+        - ``precision_mass``, ``selective_precision_mass``: motion mass precision against ``flow``;
+        - ``mask_precision``, ``selective_mask_precision``, ``mask_precision_mass``,
+          ``selective_mask_precision_mass``: the same against ``exact``;
+        - ``selectivity_area`` (the paper's, by the area ``R > 0``), ``selectivity_core`` (the share of the
+          core the selective map keeps), ``selectivity_mass``, and ``spatial_bias`` = 1 - mass;
+        - ``selective_empty``: 1.0 where the selective map has no positive relevance, else 0.0 (never NaN).
+    """
+    scores: dict[str, Tensor] = {}
+    for prefix, motion in (("", flow), ("mask_", exact)):
+        if motion is None:
+            continue
+        scores[f"{prefix}precision"] = motion_precision(relevance, motion)
+        scores[f"selective_{prefix}precision"] = motion_precision(selective, motion)
+        scores[f"{prefix}precision_mass"] = motion_mass_precision(relevance, motion)
+        scores[f"selective_{prefix}precision_mass"] = motion_mass_precision(selective, motion)
+    area, mass = selectivity(relevance, selective)
+    scores["selectivity_area"] = area
+    scores["selectivity_core"] = selectivity(relevance, selective, relevant="mass", fraction=core_mass).area
+    scores["selectivity_mass"] = mass
+    scores["spatial_bias"] = 1.0 - mass
+    scores["selective_empty"] = (_per_clip_sum(selective > 0) == 0).to(torch.float64)
+    return scores
 
 
 class _ClipMeanStd(Metric):

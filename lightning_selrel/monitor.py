@@ -3,19 +3,26 @@ model's relevance is motion and how much is static context.
 
 Every ``every_n_epochs`` validation epoch the callback explains a fixed probe set of validation clips
 with each method, keeps the relevance that changes over time (selective relevance), and logs, per
-method ``<m>`` (fractions in [0, 1], each with a ``_std`` companion over clips):
+method ``<m>`` (fractions in [0, 1]; each mean has a ``_std`` companion, the population standard
+deviation over the probe clips, ddof = 0):
 
 - ``selrel/<m>/precision``, ``selrel/<m>/selective_precision``: motion precision of the baseline and
-  the selective map against optical flow (the paper's Table 1);
-- ``selrel/<m>/mask_precision``, ``selrel/<m>/selective_mask_precision``: the same against exact
-  motion masks, when the data provide them (the built-in dataset does);
-- ``selrel/<m>/selectivity_area``, ``selrel/<m>/selectivity_mass`` (Table 3) and
-  ``selrel/<m>/spatial_bias`` = 1 - mass: the share of positive relevance that stays constant in time;
+  the selective map against optical flow, by area (the paper's Table 1, relevant = ``R > 0``);
+- ``selrel/<m>/precision_mass``, ``selrel/<m>/selective_precision_mass``: the share of the positive
+  relevance on moving voxels (informative for DTD too, whose every voxel is ``R > 0``);
+- ``selrel/<m>/mask_precision``, ``selrel/<m>/selective_mask_precision`` and their ``_mass`` twins:
+  the same against exact motion masks, when the data provide them (the built-in dataset does);
+- ``selrel/<m>/selectivity_area`` (Table 3, by the area ``R > 0``), ``selrel/<m>/selectivity_core``
+  (the share of the relevance core, the fewest voxels holding ``core_mass`` of the positive relevance,
+  that the selective map keeps), ``selrel/<m>/selectivity_mass``, and ``selrel/<m>/spatial_bias`` =
+  1 - mass: the share of positive relevance that stays constant in time;
 - ``selrel/<m>/no_relevance``, ``selrel/<m>/selective_no_relevance``: the share of probe clips whose
-  baseline (selective) map has no positive relevance; they have no precision and are left out of the
-  means, and a mean with no clip at all is not logged (plain GradCAM often selects nothing);
-- ``selrel/<m>/explain_ms``, ``selrel/<m>/selective_ms``: milliseconds per clip (Table 4);
-- ``selrel/agreement/<a>_vs_<b>``: IoU of the relevant areas of two methods (Table 2);
+  baseline (selective) map has no positive relevance; they have no value and are left out of the means,
+  and a mean with no clip at all is not logged (plain GradCAM often selects nothing);
+- ``selrel/<m>/explain_ms``, ``selrel/<m>/selective_ms``: milliseconds per clip (Table 4): the time of
+  a batch of probe clips divided by its clips, so no spread over clips is logged;
+- ``selrel/agreement/<a>_vs_<b>`` (Table 2, IoU of the areas ``R > 0``) and
+  ``selrel/agreement_core/<a>_vs_<b>`` (IoU of the two methods' relevance cores);
 
 and, on rank 0 with a TensorBoard logger, animated GIFs ``selrel/<m>/clip_<k>`` (input | baseline |
 selective) and a custom-scalars layout "selrel: spatial bias".
@@ -39,9 +46,9 @@ from torch import Tensor
 
 from .explain import check_methods
 from .flow import FLOW_METHODS, motion_mask
-from .metrics import MeanStd, MotionPrecision, RelevanceAgreement, Selectivity
+from .metrics import MeanStd, clip_scores, relevance_agreement
 from .render import render_panels, write_gif
-from .selective import explain_selective
+from .selective import THRESHOLDS, Threshold, explain_selective
 
 __all__ = ["SelectiveRelevanceMonitor", "DEFAULT_METHODS"]
 
@@ -78,6 +85,11 @@ class SelectiveRelevanceMonitor(Callback):
         signed: Keep only relevance that appears over time (the default keeps both directions).
         seed: Seed of the probe-set draw.
         batch_size: Probe clips explained per pass (bounds the memory of an explanation).
+        threshold: Threshold rule of the selective step: ``"std"`` (the paper's ``n_std`` standard
+            deviations of the edge map) or ``"mad"`` (median plus ``n_std`` robust standard deviations; it
+            does not select nothing when change is widespread, as with camera motion).
+        core_mass: The relevance *core* of a map is the fewest voxels holding this share of its positive
+            relevance; ``selectivity_core`` and ``agreement_core`` use it as the relevant area.
     """
 
     def __init__(
@@ -94,9 +106,15 @@ class SelectiveRelevanceMonitor(Callback):
         signed: bool = False,
         seed: int = 0,
         batch_size: int = 8,
+        threshold: Threshold = "std",
+        core_mass: float = 0.5,
     ) -> None:
         super().__init__()
         methods = check_methods(methods)
+        if threshold not in THRESHOLDS:
+            raise ValueError(f"threshold must be one of {list(THRESHOLDS)}, got {threshold!r}")
+        if not 0 < core_mass <= 1:
+            raise ValueError(f"core_mass must be in (0, 1], got {core_mass}")
         if target not in ("predicted", "label"):
             raise ValueError(f"target must be 'predicted' or 'label', got {target!r}")
         if flow_method not in FLOW_METHODS:
@@ -125,6 +143,8 @@ class SelectiveRelevanceMonitor(Callback):
         self.signed = bool(signed)
         self.seed = int(seed)
         self.batch_size = int(batch_size)
+        self.threshold = threshold
+        self.core_mass = float(core_mass)
 
         self.probe_indices: dict[str, list[int]] = {}  # stage -> dataset indices; saved in checkpoints
         self._probes: dict[str, _Probe] = {}
@@ -293,26 +313,24 @@ class SelectiveRelevanceMonitor(Callback):
             relevance[method] = rel
             maps[method] = (rel[: self.num_videos].cpu(), sel[: self.num_videos].cpu(), logits[: self.num_videos])
             prefix = f"selrel/{method}"
-            for name, metric_input in (("precision", (rel, flow)), ("selective_precision", (sel, flow))) + (
-                (("mask_precision", (rel, exact)), ("selective_mask_precision", (sel, exact)))
-                if exact is not None
-                else ()
-            ):
-                result = self._compute(MotionPrecision(), device, *metric_input)
+            scores = clip_scores(rel, sel, flow=flow, exact=exact, core_mass=self.core_mass)
+            empty = scores.pop("selective_empty")
+            for name, per_clip in scores.items():
+                result = self._compute(MeanStd(), device, per_clip)
                 self._put(values, f"{prefix}/{name}", result["mean"], result["std"])
-                if name == "selective_precision":
-                    values[f"{prefix}/selective_no_relevance"] = _share(result["skipped"], result["count"])
-            result = self._compute(Selectivity(), device, rel, sel)
-            self._put(values, f"{prefix}/selectivity_area", result["area"], result["area_std"])
-            self._put(values, f"{prefix}/selectivity_mass", result["mass"], result["mass_std"])
-            self._put(values, f"{prefix}/spatial_bias", result["spatial_bias"], result["spatial_bias_std"])
-            values[f"{prefix}/no_relevance"] = _share(result["skipped"], result["count"])
+                if name == "spatial_bias":  # NaN exactly where the baseline map has no positive relevance
+                    values[f"{prefix}/no_relevance"] = _share(result["skipped"], result["count"])
+            values[f"{prefix}/selective_no_relevance"] = _mean_or_zero(self._compute(MeanStd(), device, empty))
+            # Clips are explained together, a batch at a time: a clip's cost is its batch's divided by its
+            # clips, so a spread over clips would be a constant. Only the mean is logged.
             for name, samples in (("explain_ms", explain_ms), ("selective_ms", selective_ms)):
-                result = self._compute(MeanStd(), device, samples)
-                self._put(values, f"{prefix}/{name}", result["mean"], result["std"])
+                values[f"{prefix}/{name}"] = _mean_or_zero(self._compute(MeanStd(), device, samples))
         for first, second in itertools.combinations(self.methods, 2):
-            result = self._compute(RelevanceAgreement(), device, relevance[first], relevance[second])
-            self._put(values, f"selrel/agreement/{first}_vs_{second}", result["mean"], result["std"])
+            pair = f"{first}_vs_{second}"
+            for namespace, options in (("agreement", {}), ("agreement_core", {"relevant": "mass"})):
+                agreement = relevance_agreement(relevance[first], relevance[second], fraction=self.core_mass, **options)
+                result = self._compute(MeanStd(), device, agreement)
+                self._put(values, f"selrel/{namespace}/{pair}", result["mean"], result["std"])
         return values, maps
 
     def _explain(
@@ -325,7 +343,9 @@ class SelectiveRelevanceMonitor(Callback):
             chunk = clips[start : start + self.batch_size]
             n = chunk.shape[0]
             chunk_target = target[start : start + n] if target is not None else None
-            result = explain_selective(pl_module, chunk, method, chunk_target, n_std=self.n_std, signed=self.signed)
+            result = explain_selective(
+                pl_module, chunk, method, chunk_target, n_std=self.n_std, threshold=self.threshold, signed=self.signed
+            )
             rel.append(result.relevance)
             sel.append(result.selective)
             logits.append(result.logits.cpu())
@@ -375,7 +395,16 @@ class SelectiveRelevanceMonitor(Callback):
             "spatial bias, all methods": ["Multiline", [f"selrel/{m}/spatial_bias" for m in self.methods]],
         }
         for m in self.methods:
-            tags = ["precision", "selective_precision", "mask_precision", "selective_mask_precision"]
+            tags = [
+                "precision_mass",
+                "selective_precision_mass",
+                "mask_precision_mass",
+                "selective_mask_precision_mass",
+                "precision",
+                "selective_precision",
+                "mask_precision",
+                "selective_mask_precision",
+            ]
             charts[f"{m}: motion precision, baseline vs selective"] = [
                 "Multiline",
                 [f"selrel/{m}/{t}" for t in tags],
@@ -406,6 +435,11 @@ class SelectiveRelevanceMonitor(Callback):
                 )
                 write_gif(writer, f"selrel/{method}/clip_{k}", frames, _logging_step(trainer), self.fps)
         writer.flush()
+
+
+def _mean_or_zero(result: dict[str, Tensor]) -> float:
+    """The mean of a :class:`MeanStd` result, 0.0 when no rank had a sample."""
+    return float(result["mean"]) if not torch.isnan(result["mean"]) else 0.0
 
 
 def _share(skipped: Tensor, count: Tensor) -> float:

@@ -119,3 +119,46 @@ def test_datamodule_batches_and_links():
     # Validation order is fixed (the monitor's probe set relies on it).
     again = next(iter(dm.val_dataloader()))[0]
     assert torch.equal(clips, again)
+
+
+def test_a_panning_camera_translates_the_whole_background_and_the_mask_keeps_the_objects():
+    ds = MotionContextDataset(size=6, clip_shape=SHAPE, cue="motion", noise=0.0, camera_speed=1.5, seed=2)
+    still = MotionContextDataset(size=6, clip_shape=SHAPE, cue="motion", noise=0.0, seed=2)
+    t_len = SHAPE[0]
+    for i in range(len(ds)):
+        clip, label, mask = ds[i]
+        camera = ds.params(i).camera
+        assert abs(np.hypot(*camera) - 1.5) < 1e-9 and still.params(i).camera == (0.0, 0.0)
+        assert ds.params(i).direction == still.params(i).direction and label == still[i][1]  # same scene
+        frames = clip.permute(1, 2, 3, 0).numpy().astype(int)  # (T, H, W, 3)
+        m = mask.numpy()
+        offsets = [
+            (round(camera[0] * (t - (t_len - 1) / 2)), round(camera[1] * (t - (t_len - 1) / 2))) for t in range(t_len)
+        ]
+        dx, dy = offsets[-1][0] - offsets[0][0], offsets[-1][1] - offsets[0][1]
+        assert abs(dx) + abs(dy) >= 10  # the view really moved over the clip
+        # Where neither frame shows an object, frame T-1 is frame 0 shifted by the camera's displacement.
+        h, w = SHAPE[1:]
+        ys, xs = np.mgrid[max(0, -dy) : min(h, h - dy), max(0, -dx) : min(w, w - dx)]
+        later_y, later_x = ys + dy, xs + dx
+        free = ~m[-1, ys, xs] & ~m[0, later_y, later_x]
+        np.testing.assert_array_equal(frames[-1, ys, xs][free], frames[0, later_y, later_x][free])
+        assert m.any(axis=(1, 2)).sum() >= t_len // 2  # the mask still marks the (scene-moving) objects
+
+
+def test_object_size_is_a_range_of_the_frame_side():
+    big = MotionContextDataset(size=8, clip_shape=SHAPE, noise=0.0, object_size=(0.5, 0.7))
+    small = MotionContextDataset(size=8, clip_shape=SHAPE, noise=0.0)
+    for ds, (low, high) in ((big, (0.5, 0.7)), (small, (1 / 6, 1 / 4))):
+        for i in range(len(ds)):
+            side = ds[i][2].numpy().sum(axis=(1, 2)).max() ** 0.5  # an unclipped frame: side x side pixels
+            assert int(low * SHAPE[1]) - 1 <= side <= int(high * SHAPE[1]) + 1, (ds.object_size, side)
+
+
+def test_camera_and_object_options_are_validated():
+    with pytest.raises(ValueError, match="camera_speed"):
+        MotionContextDataset(size=1, camera_speed=-1.0)
+    with pytest.raises(ValueError, match="object_size"):
+        MotionContextDataset(size=1, object_size=(0.5, 0.2))
+    dm = MotionContextDataModule(clip_shape=SHAPE, train_size=4, val_size=4, camera_speed=1.0, object_size=[0.3, 0.4])
+    assert dm.val_set.camera_speed == 1.0 and dm.val_set.object_size == (0.3, 0.4)

@@ -39,13 +39,15 @@ def pixel_clips(batch: int = 2, shape=(16, 16, 16), seed: int = 0) -> torch.Tens
 # -- conservation ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("options", [{}, {"first_rule": "zplus"}, {"maxpool": "proportional"}, {"target": [0, 4]}])
-def test_conservation_input_relevance_sums_to_target_logit(dtype, options):
+@pytest.mark.parametrize("start", ["one", "logit"])
+def test_conservation_input_relevance_sums_to_the_starting_value(dtype, options, start):
     model = small_classifier().to(dtype)
     clips = pixel_clips()
-    relevance, logits, target = dtd(model, clips, **options)
+    relevance, logits, target = dtd(model, clips, start=start, **options)
     assert relevance.shape == clips.shape and relevance.dtype == dtype
-    expected = logits.gather(1, target[:, None])[:, 0]
-    assert expected.abs().min() > 1e-3  # a meaningful logit to conserve
+    logit = logits.gather(1, target[:, None])[:, 0]
+    assert logit.abs().min() > 1e-3  # a meaningful logit to conserve
+    expected = logit if start == "logit" else torch.ones_like(logit)
     torch.testing.assert_close(relevance.sum(dim=(1, 2, 3, 4)), expected, rtol=1e-3, atol=0)
     with torch.no_grad():
         torch.testing.assert_close(logits, model(clips.to(dtype)))  # the logits of the real forward
@@ -55,10 +57,42 @@ def test_conservation_holds_with_biases_too():
     """z+ and zB denominators leave the biases out, so a layer passes on all the relevance it gets
     (less only where a neuron's z is exactly 0): the bias's share goes to the inputs."""
     model = small_classifier(zero_bias=False).double()
-    relevance, logits, target = dtd(model, pixel_clips())
+    relevance, logits, target = dtd(model, pixel_clips(), start="logit")
     torch.testing.assert_close(
         relevance.sum(dim=(1, 2, 3, 4)), logits.gather(1, target[:, None])[:, 0], rtol=1e-6, atol=0
     )
+    relevance, _, _ = dtd(model, pixel_clips())
+    torch.testing.assert_close(relevance.sum(dim=(1, 2, 3, 4)), torch.ones(2, dtype=torch.float64), rtol=1e-6, atol=0)
+
+
+def test_the_default_start_is_the_logit_started_map_divided_by_the_logit():
+    """z+ and zB are linear in the output relevance: the pattern does not depend on the starting value."""
+    model = small_classifier(zero_bias=False).double()
+    clips = pixel_clips(batch=3)
+    one, logits, target = dtd(model, clips, target=[0, 2, 4])
+    classic, _, _ = dtd(model, clips, target=[0, 2, 4], start="logit")
+    logit = logits.gather(1, target[:, None])[:, 0].view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(one * logit, classic, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="start must be 'one' or 'logit'"):
+        dtd(model, clips, start="probability")
+
+
+def test_an_untrained_default_model_has_positive_relevance_on_every_clip():
+    """With seed 1 most clips of the untrained default model have negative logits: a logit-started map is then
+    <= 0 everywhere (7 of 8 clips had no positive voxel), the default start gives every clip positive relevance."""
+    from lightning_selrel import MotionContextDataset
+
+    dataset = MotionContextDataset(size=8, split="val")
+    clips = torch.stack([dataset[i][0] for i in range(8)])
+    torch.manual_seed(1)
+    model = C3DClassifier(num_classes=4, width=8, fc_dim=128, clip_shape=(16, 48, 48), dropout=0.2).eval()
+    classic, logits, target = dtd(model, clips, start="logit")
+    assert (logits.gather(1, target[:, None]) < 0).sum() >= 6  # the case the default start is for
+    assert ((classic > 0).flatten(1).sum(1) == 0).sum() >= 6
+    for labels in (None, [dataset[i][1] for i in range(8)]):
+        relevance, _, _ = dtd(model, clips, target=labels)
+        assert ((relevance > 0).flatten(1).sum(1) > 0).all()
+        assert (relevance >= 0).all()
 
 
 # -- captum's LRP with z+ (Alpha1_Beta0) everywhere ---------------------------------------------------
@@ -74,7 +108,7 @@ def test_zplus_everywhere_matches_captum_lrp_alpha1_beta0():
     model = small_classifier().double()
     clips = pixel_clips()
     target = torch.tensor([1, 3])
-    ours, logits, _ = dtd(model, clips, target, first_rule="zplus")
+    ours, logits, _ = dtd(model, clips, target, first_rule="zplus", start="logit")
 
     net = copy.deepcopy(model.net)
     normalised = model.normalize(clips).double().requires_grad_()
@@ -156,7 +190,7 @@ def test_zb_matches_literal_reference(first):
     high = torch.tensor([1.5, 0.5], dtype=torch.float64).view(2, 1, 1, 1)
     x = low + (high - low) * torch.rand(2, *in_shape, dtype=torch.float64)
     target = [0, 3]
-    ours, logits, _ = dtd(model, x, target, bounds=(low, high))
+    ours, logits, _ = dtd(model, x, target, bounds=(low, high), start="logit")
     for b in range(2):
         ref, logit = reference_two_layer(
             model, x[b], low.expand(in_shape).numpy(), high.expand(in_shape).numpy(), target[b]
@@ -188,7 +222,7 @@ def test_proportional_pooling_matches_windows_by_hand(pool):
     model = nn.Sequential(pool_layer, nn.Flatten(), nn.Linear(2 * 1 * 2 * 2, 3)).double()
     x = torch.rand(2, 2, 2, 4, 4, dtype=torch.float64) + 0.1
     options = {"maxpool": "proportional"} if pool.startswith("max") else {}
-    ours, _, target = dtd(model, x, first_rule="zplus", **options)
+    ours, _, target = dtd(model, x, first_rule="zplus", start="logit", **options)
     # Relevance at the pool's output, z+ for the Linear, by hand.
     pooled = pool_layer(x).flatten(1)  # (B, 8)
     w_pos = model[2].weight.clamp(min=0)[target]  # (B, 8)

@@ -142,7 +142,10 @@ def test_offline_writes_a_playable_mp4_and_a_nan_free_report(files, tmp_path, ca
         assert set(values) == {
             "precision",
             "selective_precision",
+            "precision_mass",
+            "selective_precision_mass",
             "selectivity_area",
+            "selectivity_core",
             "selectivity_mass",
             "spatial_bias",
             "explain_ms",

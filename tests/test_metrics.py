@@ -13,8 +13,11 @@ from lightning_selrel.metrics import (
     MotionPrecision,
     RelevanceAgreement,
     Selectivity,
+    clip_scores,
+    motion_mass_precision,
     motion_precision,
     relevance_agreement,
+    relevant_area,
     selectivity,
     spatial_bias,
 )
@@ -195,3 +198,95 @@ def test_reset_and_gradient_inputs():
 def test_bad_inputs_raise_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# --- what makes each number informative for every method (issue: "no metric fixed by the clip alone") -------------
+def ref_relevant_area(clip: np.ndarray, relevant: str, fraction: float) -> np.ndarray:
+    """A clip's relevant voxels by sorting, straight from the definitions (ties with the cut included)."""
+    positive = clip > 0
+    if relevant == "positive":
+        return positive
+    ordered = np.sort(clip.ravel())[::-1]
+    if relevant == "top":
+        cut = ordered[int(np.ceil(fraction * clip.size)) - 1]
+    else:
+        mass = np.clip(ordered, 0, None)
+        held, needed = np.cumsum(mass), fraction * mass.sum()
+        cut = ordered[min(int(np.searchsorted(held, needed - 1e-12 * mass.sum())), clip.size - 1)]
+    return positive & (clip >= cut)
+
+
+@pytest.mark.parametrize(("relevant", "fraction"), [("positive", 0.1), ("top", 0.1), ("top", 0.37), ("mass", 0.5)])
+def test_relevant_area_and_what_uses_it_equal_numpy(relevant, fraction):
+    a, b = make_batch("agreement", seed=12)
+    selective = a * (torch.rand(a.shape, generator=torch.Generator().manual_seed(3)) < 0.3)
+    areas = relevant_area(a, relevant, fraction)
+    area = selectivity(a, selective, relevant=relevant, fraction=fraction).area
+    iou = relevance_agreement(a, b, relevant=relevant, fraction=fraction)
+    for i in range(a.shape[0]):
+        ref_a = ref_relevant_area(a[i].numpy(), relevant, fraction)
+        ref_b = ref_relevant_area(b[i].numpy(), relevant, fraction)
+        np.testing.assert_array_equal(areas[i].numpy(), ref_a)
+        if ref_a.any():
+            np.testing.assert_allclose(area[i].item(), (ref_a & (selective[i].numpy() > 0)).sum() / ref_a.sum())
+        else:
+            assert area[i].isnan()
+        if ref_a.any() and ref_b.any():
+            np.testing.assert_allclose(iou[i].item(), (ref_a & ref_b).sum() / (ref_a | ref_b).sum())
+        else:
+            assert iou[i].isnan()
+    held = (a.clamp(min=0) * relevant_area(a, "mass", 0.5)).sum(dim=(1, 2, 3)) / a.clamp(min=0).sum(dim=(1, 2, 3))
+    assert (held[~held.isnan()] >= 0.5).all()  # the core holds at least half of the positive mass
+
+
+def test_mass_precision_equals_numpy_and_weighs_by_relevance():
+    a, motion = make_batch("precision", seed=13)
+    ours = motion_mass_precision(a, motion)
+    for i in range(a.shape[0]):
+        positive = np.clip(a[i].numpy(), 0, None)
+        if positive.sum() == 0:
+            assert ours[i].isnan()
+        else:
+            np.testing.assert_allclose(
+                ours[i].item(), (positive * motion[i].numpy()).sum() / positive.sum(), rtol=1e-12
+            )
+    relevance = torch.tensor([[[[3.0, 1.0], [0.5, -2.0]]]])  # every positive voxel relevant, unequal mass
+    moving = torch.tensor([[[[True, False], [False, True]]]])
+    assert motion_precision(relevance, moving).item() == pytest.approx(1 / 3)
+    assert motion_mass_precision(relevance, moving).item() == pytest.approx(3 / 4.5)
+
+
+def test_no_baseline_metric_is_fixed_by_the_clip_or_the_other_method():
+    """R > 0 is every voxel of a DTD map: its paper precision is then the clip's moving share and its paper
+    agreement the other method's positive share (measured exactly). The mass precision, the core selectivity
+    and the core agreement are not fixed by the clip or by the other method, for any method."""
+    from lightning_selrel import C3DClassifier, MotionContextDataset, available_methods, explain
+    from lightning_selrel.selective import selective_relevance
+
+    torch.manual_seed(0)
+    dataset = MotionContextDataset(size=4, clip_shape=(16, 32, 32), split="val")
+    clips = torch.stack([dataset[i][0] for i in range(4)])
+    moving = torch.stack([dataset[i][2] for i in range(4)])
+    share = moving.flatten(1).double().mean(1)
+    model = C3DClassifier(num_classes=4, width=4, fc_dim=16, clip_shape=(16, 32, 32)).eval()
+    maps = {m: explain(model, clips, m) for m in available_methods()}
+    dtd_map = maps["dtd"]
+    assert (dtd_map > 0).flatten(1).double().mean(1).min() > 0.99
+    torch.testing.assert_close(motion_precision(dtd_map, moving), share, atol=0.01, rtol=0)  # the pitfall
+    gb_share = (maps["guided_backprop"] > 0).flatten(1).double().mean(1)
+    torch.testing.assert_close(relevance_agreement(dtd_map, maps["guided_backprop"]), gb_share, atol=0.01, rtol=0)
+    for method, rel in maps.items():
+        sel = selective_relevance(rel, threshold="mad")
+        scores = clip_scores(rel, sel, exact=moving)
+        core_share = relevant_area(rel, "mass", 0.5).flatten(1).double().mean(1)
+        assert (scores["mask_precision_mass"] - share).abs().min() > 1e-3, method
+        assert (scores["selectivity_core"] - (sel > 0).flatten(1).double().mean(1)).abs().min() > 1e-3, method
+        for other, rel_other in maps.items():
+            if other == method:
+                continue
+            core = relevance_agreement(rel, rel_other, relevant="mass", fraction=0.5)
+            other_core = relevant_area(rel_other, "mass", 0.5).flatten(1).double().mean(1)
+            assert ((core - other_core).abs() > 1e-3).all() and ((core - core_share).abs() > 1e-3).all(), (
+                method,
+                other,
+            )

@@ -121,6 +121,7 @@ def test_larger_n_std_selects_a_subset():
         (lambda: selective_relevance(torch.zeros(0, 4, 4)), ValueError, "empty"),
         (lambda: selective_relevance(torch.zeros(2, 4, 4), n_std=-1.0), ValueError, "n_std"),
         (lambda: selective_relevance(torch.zeros(2, 4, 4), floor=float("nan")), ValueError, "floor"),
+        (lambda: selective_relevance(torch.zeros(2, 4, 4), threshold="otsu"), ValueError, r"\['std', 'mad'\]"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(call, error, match):
@@ -148,24 +149,84 @@ def test_half_precision_selects_what_float32_selects(dtype):
     assert mask32.any() and torch.equal(mask16, mask32)
 
 
-def numpy_selective(relevance: np.ndarray, n_std: float = 4.0, floor: float = 1e-3) -> np.ndarray:
-    """Reference mask, one clip at a time: scipy edges, NumPy's two-pass std, METHOD.md's floor."""
+def local_magnitude(clip: np.ndarray) -> np.ndarray:
+    """The temporal Sobel's stencil applied to |R| (weights |k|: [1, 0, 1] along T, [1, 2, 1] along H and W)."""
+    out = ndimage.correlate1d(np.abs(clip), [1.0, 0.0, 1.0], axis=0, mode="nearest")
+    for axis in (1, 2):
+        out = ndimage.correlate1d(out, [1.0, 2.0, 1.0], axis=axis, mode="nearest")
+    return out
+
+
+def numpy_selective(relevance: np.ndarray, n_std: float = 4.0, floor: float = 1e-3, threshold="std") -> np.ndarray:
+    """Reference mask, one clip at a time: scipy edges, NumPy's two-pass std or a sorted lower median,
+    and the floor relative to the local magnitude."""
     masks = []
     for clip in relevance.reshape(-1, *relevance.shape[-3:]):
         edges = scipy_edges(clip)
-        masks.append(edges > max(n_std * edges.std(), floor * np.abs(clip).max()))
+        if threshold == "std":
+            tau = n_std * edges.std()
+        else:
+            lower_median = lambda x: np.sort(x.ravel())[(x.size - 1) // 2]  # noqa: E731
+            centre = lower_median(edges)
+            tau = centre + n_std * 1.482602218505602 * lower_median(np.abs(edges - centre))
+        masks.append((edges > tau) & (edges > floor * local_magnitude(clip)))
     return np.stack(masks).reshape(relevance.shape)
 
 
+@pytest.mark.parametrize("threshold", ["std", "mad"])
 @pytest.mark.parametrize("shape", [(3, 8, 10, 12), (1, 16, 7, 5), (2, 1, 4, 4), (4, 2, 1, 9), (6, 6, 6)])
-def test_mask_equals_numpy_reference(shape):
+def test_mask_equals_numpy_reference(shape, threshold):
     rng = np.random.default_rng(sum(shape))
     relevance = rng.standard_normal(shape) * rng.uniform(0.1, 10.0, size=shape[:1] + (1,) * (len(shape) - 1))
     relevance[..., : shape[-2] // 2, :] += 0.5  # part of every clip carries a static offset
-    selective, mask = selective_relevance(torch.tensor(relevance), n_std=1.5, return_mask=True)
-    expected = numpy_selective(relevance, n_std=1.5)
+    selective, mask = selective_relevance(torch.tensor(relevance), n_std=1.5, threshold=threshold, return_mask=True)
+    expected = numpy_selective(relevance, n_std=1.5, threshold=threshold)
     np.testing.assert_array_equal(mask.numpy(), expected)
     np.testing.assert_array_equal(selective.numpy(), relevance * expected)
+
+
+def test_the_floor_is_relative_to_the_local_magnitude():
+    """A voxel whose relevance changes by less than ``floor`` of its neighbourhood's magnitude is constant."""
+    relevance = torch.ones(1, 8, 6, 6, dtype=torch.float64)
+    relevance[0, 4:] += 0.01  # a 1% change at t = 4
+    for floor, kept in ((4e-3, True), (6e-3, False)):  # the change is 0.01 / 2.01 of the stencil's |R|
+        mask = selective_relevance(relevance, n_std=0.0, floor=floor, return_mask=True).mask
+        assert bool(mask.any()) is kept, floor
+
+
+def block_appearing(share: float, size: tuple[int, int, int] = (16, 48, 48)) -> torch.Tensor:
+    """A map of 0.1 where a block of +1 covering ``share`` of the frame appears at t = 8 (the issue's case)."""
+    t, h, w = size
+    relevance = torch.full(size, 0.1)
+    side = int(round((share * h * w) ** 0.5))
+    relevance[t // 2 :, :side, :side] += 1.0
+    return relevance
+
+
+def test_the_papers_rule_collapses_when_change_is_widespread_and_mad_does_not():
+    """n * std(G) selects nothing once p (1 - p) > 1 / n^2 of the voxels change (p > 6.7% at n = 4): here the
+    block changes 2 of 16 frames, so it covers 59% of the frame at p = 7.4%. The robust rule keeps it."""
+    half, most = block_appearing(0.5), block_appearing(0.59)
+    assert selective_relevance(half, return_mask=True).mask.sum() == 2178
+    assert not selective_relevance(most, return_mask=True).mask.any()
+    for share in (0.05, 0.5, 0.59, 0.8, 1.0):
+        mask = selective_relevance(block_appearing(share), threshold="mad", return_mask=True).mask
+        edges = temporal_edges(block_appearing(share))
+        assert torch.equal(mask, edges > 1e-3), share  # exactly the voxels that change
+
+
+def test_a_hot_static_voxel_does_not_empty_the_map_of_the_moving_ones():
+    """The floor is about rounding, so a static voxel thousands of times larger than the moving relevance
+    changes nothing elsewhere (the floor relative to max|R| kept 458 of 594 voxels at 1e4 and none at 1e5)."""
+    relevance = torch.zeros(16, 48, 48)
+    for t in range(16):
+        relevance[t, 10:20, 5 + t : 15 + t] = 1.0  # a 10 x 10 square moving right
+    alone = selective_relevance(relevance, return_mask=True).mask
+    assert alone.sum() > 500
+    for hot in (1e4, 1e5, 1e9):
+        peaky = relevance.clone()
+        peaky[:, 40, 40] = hot
+        assert torch.equal(selective_relevance(peaky, return_mask=True).mask, alone), hot
 
 
 @pytest.mark.parametrize("chunk_voxels", [1, 2000, 3000])
@@ -204,32 +265,35 @@ def test_threshold_of_a_clip_is_bit_identical_alone_and_in_a_batch(monkeypatch):
     """A batched dot product or sum rounds differently with the batch size; the CPU reduces clip by clip."""
     clips = torch.randn(20, 8, 16, 16, generator=torch.Generator().manual_seed(10)).relu_()
     edges = temporal_edges(clips)
-    batched = selective_module._thresholds(edges, clips, 4.0, 1e-3).flatten().tolist()  # one chunk of 20
-    alone = [selective_module._thresholds(edges[i : i + 1], clips[i : i + 1], 4.0, 1e-3) for i in range(20)]
-    assert batched == [torch.tensor(a, dtype=torch.float32).item() for a in alone]
+    for rule in ("std", "mad"):
+        batched = selective_module._thresholds(edges, 4.0, rule).flatten().tolist()  # one chunk of 20
+        alone = [selective_module._thresholds(edges[i : i + 1], 4.0, rule) for i in range(20)]
+        assert batched == [torch.tensor(a, dtype=torch.float32).item() for a in alone]
     monkeypatch.setattr(selective_module, "CPU_CHUNK_VOXELS", 3 * clips[0].numel())  # chunks of 3, last one 2
-    masks = selective_relevance(clips, return_mask=True).mask
-    for i in (0, 18, 19):
-        assert torch.equal(selective_relevance(clips[i], return_mask=True).mask, masks[i])
+    for rule in ("std", "mad"):
+        masks = selective_relevance(clips, threshold=rule, return_mask=True).mask
+        for i in (0, 18, 19):
+            assert torch.equal(selective_relevance(clips[i], threshold=rule, return_mask=True).mask, masks[i])
 
 
 def test_the_device_branch_runs_without_a_cpu(monkeypatch):
     """CI has no GPU: meta tensors take the non-CPU branch (one chunk, thresholds kept as tensors) for shapes."""
     for shape, dtype in (((3, 8, 6, 5), torch.float32), ((1, 4, 3, 3), torch.float16), ((6, 2, 2), torch.bfloat16)):
         relevance = torch.empty(shape, dtype=dtype, device="meta")
-        selective, mask = selective_relevance(relevance, return_mask=True)
-        assert selective.shape == mask.shape == shape and selective.dtype == dtype and mask.dtype == torch.bool
+        for rule in ("std", "mad"):
+            selective, mask = selective_relevance(relevance, threshold=rule, return_mask=True)
+            assert selective.shape == mask.shape == shape and selective.dtype == dtype and mask.dtype == torch.bool
         assert temporal_edges(relevance, signed=True).shape == shape
 
 
 def test_host_and_device_thresholds_agree():
     """The CPU finishes the per-clip thresholds in Python floats, CUDA in float64 tensors: same numbers."""
     g = torch.Generator().manual_seed(9)
-    scale = torch.tensor([1e3, 1e6, 5.0, -5.0], dtype=torch.float64)
-    moments = torch.rand(6, 4, generator=g, dtype=torch.float64) * scale  # sum, sum of squares, max, min
+    scale = torch.tensor([1e3, 1e6], dtype=torch.float64)
+    moments = torch.rand(6, 2, generator=g, dtype=torch.float64) * scale  # sum, sum of squares
     moments[0] = 0.0  # all-zero clip
     moments[1, 1] = moments[1, 0] ** 2 / 100 * (1 - 1e-12)  # cancellation: E[x^2] - E[x]^2 just below zero
-    for n_std, floor in ((4.0, 1e-3), (0.0, 0.5), (2.5, 0.0)):
-        host = selective_module._limits_on_host(moments.tolist(), 100, n_std, floor)
-        device = selective_module._limits_on_device(moments, 100, n_std, floor)
+    for n_std in (4.0, 0.0, 2.5):
+        host = selective_module._limits_on_host(moments.tolist(), 100, n_std)
+        device = selective_module._limits_on_device(moments, 100, n_std)
         assert host == device.tolist()

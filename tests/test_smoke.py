@@ -15,6 +15,7 @@ from PIL import Image
 
 from lightning_selrel import C3DClassifier, explain, motion_mask, motion_precision, selective_relevance, selectivity
 from lightning_selrel.cli import main
+from lightning_selrel.metrics import motion_mass_precision
 from lightning_selrel.monitor import DEFAULT_METHODS
 
 
@@ -55,10 +56,12 @@ def test_every_selrel_tag_is_present_finite_and_a_fraction(run):
                 assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all(), (tag, values)
         for name in ("explain_ms", "selective_ms"):
             assert all(v > 0 for _, v in logged[f"selrel/{method}/{name}"])
-            assert f"selrel/{method}/{name}_std" in logged
+            # A clip's time is its batch's divided by the clips: a std over clips would be a constant 0.
+            assert f"selrel/{method}/{name}_std" not in logged
     for a, b in itertools.combinations(DEFAULT_METHODS, 2):
-        for tag in (f"selrel/agreement/{a}_vs_{b}", f"selrel/agreement/{a}_vs_{b}_std"):
-            assert tag in logged and 0 <= logged[tag][-1][1] <= 1, tag
+        for namespace in ("agreement", "agreement_core"):
+            for tag in (f"selrel/{namespace}/{a}_vs_{b}", f"selrel/{namespace}/{a}_vs_{b}_std"):
+                assert tag in logged and 0 <= logged[tag][-1][1] <= 1, tag
     # The x-axis is the global step: two validation epochs of 12 training steps each.
     assert [step for step, _ in logged["selrel/dtd/spatial_bias"]] == [11, 23]
 
@@ -93,7 +96,10 @@ def test_logged_precision_equals_the_functional_metrics_on_the_checkpoint(run):
         "selrel/dtd/selective_precision": motion_precision(selective, flow),
         "selrel/dtd/mask_precision": motion_precision(relevance, exact),
         "selrel/dtd/selective_mask_precision": motion_precision(selective, exact),
+        "selrel/dtd/mask_precision_mass": motion_mass_precision(relevance, exact),
+        "selrel/dtd/selective_precision_mass": motion_mass_precision(selective, flow),
         "selrel/dtd/selectivity_area": selectivity(relevance, selective).area,
+        "selrel/dtd/selectivity_core": selectivity(relevance, selective, relevant="mass", fraction=0.5).area,
         "selrel/dtd/spatial_bias": 1 - selectivity(relevance, selective).mass,
     }
     logged = scalars(load(logdir))
