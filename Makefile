@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: fit test lint bench tensorboard clean
+.PHONY: fit test test-fast lint format bench tensorboard clean
 
 # Torch first and pinned (a CPU wheel here; `make fit TORCH=torch` for your platform's build), then the
 # package in editable mode. The stamp files make the second run skip the install.
@@ -25,11 +25,22 @@ $(VENV)/.installed-test: $(VENV)/.installed
 fit: $(VENV)/.installed
 	$(BIN)/python -m lightning_selrel fit $(ARGS)
 
+# The whole suite (slow tests included), as CI runs it.
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The edit loop: everything but the tests marked slow (trainings, multi-process).
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Style, as CI checks it: ruff's lints and its formatting (`make format` applies the formatting).
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check lightning_selrel tests benchmarks
+	$(BIN)/ruff format --check lightning_selrel tests benchmarks
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff format lightning_selrel tests benchmarks
+	$(BIN)/ruff check --fix lightning_selrel tests benchmarks
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_explain.py

@@ -76,6 +76,7 @@ def measure(model: C3DClassifier, dataset: MotionContextDataset, indices: list[i
         for rule in THRESHOLDS:
             selective = selective_relevance(relevance, n_std=n_std, threshold=rule)
             scores = clip_scores(relevance, selective, flow=flow, exact=exact)
+            scores["selective_empty"] = ((selective > 0).flatten(1).sum(1) == 0).double()
             for area, fraction in AREAS:
                 scores[f"area_{area}{fraction:g}"] = selectivity(
                     relevance, selective, relevant=area, fraction=fraction

@@ -3,7 +3,7 @@
 Run ``.venv/bin/python benchmarks/bench_stream.py`` (about 2.5 minutes here) or add ``--quick`` (small
 model only, about 20 s). A synthetic 320 x 240 video (textured background, squares moving in
 straight lines) is written at 25 fps and streamed at that rate through the live path: the reader
-thread and ring buffer (:mod:`lightning_selrel.stream`), :func:`lightning_selrel.explain_loop.run_live`
+thread and ring buffer (:mod:`lightning_selrel.stream`), :func:`lightning_selrel.windows.run_live`
 with flow metrics, rendering and an .mp4 writer, exactly as ``python -m lightning_selrel explain
 --source FILE --out OUT.mp4`` runs. Models have random weights (speed does not depend on them):
 
@@ -37,8 +37,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightning_selrel.classifier import C3DClassifier  # noqa: E402
-from lightning_selrel.explain_loop import Outputs, WindowExplainer, run_live  # noqa: E402
-from lightning_selrel.stream import UCF_RATIO, FramePrep, VideoSink, open_source  # noqa: E402
+from lightning_selrel.frames import FramePrep  # noqa: E402
+from lightning_selrel.stream import Outputs, VideoSink, open_source  # noqa: E402
+from lightning_selrel.windows import WindowExplainer, run_live  # noqa: E402
 
 MODELS = {
     "small": dict(num_classes=4, width=8, fc_dim=128, clip_shape=(16, 48, 48)),
@@ -91,7 +92,7 @@ def run(model_name: str, method: str, seconds: float, fps: float, folder: Path, 
     video = folder / f"stream_{seconds:g}s.avi"
     if not video.exists():
         write_video(video, seconds, fps)
-    prep = FramePrep(tuple(model.clip_shape[1:]), ratio=UCF_RATIO, rule="UCF-101 ratio")
+    prep = FramePrep.for_checkpoint(model.clip_shape[1:], {})  # C3D's ratio 128/112, aspect kept
     explainer = WindowExplainer(model, [method])
     t, h, w = model.clip_shape
     explainer(np.zeros((t, h, w, 3), dtype=np.uint8), 0)  # warm-up: first-call costs are not streaming costs

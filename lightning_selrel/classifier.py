@@ -10,6 +10,7 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
 from .model import C3D, Normalize
 from .weights import load_c3d_weights
@@ -93,6 +94,7 @@ class C3DClassifier(pl.LightningModule):
     def num_classes(self) -> int:
         return self.net.num_classes
 
+    @override
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) for clips (B, 3, T, H, W) in pixel scale, uint8 or float."""
         return self.net(self.normalize(clips))
@@ -103,6 +105,7 @@ class C3DClassifier(pl.LightningModule):
         logits = self(clips)
         return self.loss(logits, labels), logits, labels
 
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, logits, labels = self._shared_step(batch)
         self.train_acc(logits, labels)
@@ -110,6 +113,7 @@ class C3DClassifier(pl.LightningModule):
         self.log("train/acc", self.train_acc, prog_bar=True, on_step=False, on_epoch=True)
         return loss
 
+    @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, labels = self._shared_step(batch)
         self.val_acc(logits, labels)
@@ -118,12 +122,14 @@ class C3DClassifier(pl.LightningModule):
         self.log("val/acc", self.val_acc, prog_bar=True)
         self.log("val/acc_top5", self.val_acc_top5)
 
+    @override
     def test_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, labels = self._shared_step(batch)
         self.test_acc(logits, labels)
         self.log("test/loss", loss, sync_dist=True)
         self.log("test/acc", self.test_acc)
 
+    @override
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         clips = batch[0] if isinstance(batch, (list, tuple)) else batch
         probs = self(clips).softmax(dim=-1)
@@ -131,6 +137,7 @@ class C3DClassifier(pl.LightningModule):
         return {"predicted": predicted, "confidence": confidence, "probs": probs}
 
     # -- optimisation --------------------------------------------------------------------------
+    @override
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             optimizer = torch.optim.SGD(self.parameters(), lr=1e-3, momentum=0.9)

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
+from typing_extensions import override
 
 from .classifier import C3DClassifier
 
@@ -43,6 +44,7 @@ CALLBACK_DEFAULTS: list[dict[str, Any]] = [{"class_path": MONITOR}]
 class SelrelCLI(LightningCLI):
     """LightningCLI with the data module's shape and classes linked into the model."""
 
+    @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Lists, not tuples: Lightning compares the model's and the data module's hyperparameters.
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -50,6 +52,7 @@ class SelrelCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.class_names", compute_fn=list, apply_on="instantiate")
         parser.set_defaults({"data": DATA_DEFAULT, "trainer.callbacks": CALLBACK_DEFAULTS, **MODEL_DEFAULTS})
 
+    @override
     def before_instantiate_classes(self) -> None:
         """Keep one monitor: a preset that adds one (``callbacks/selrel_monitor.yaml``) replaces the default."""
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -71,14 +74,16 @@ def main(args: ArgsType = None, *, run: bool = True) -> SelrelCLI | None:
     """Run the command line (``fit``, ``validate``, ``test``, ``predict``) with ``args`` or ``sys.argv``.
 
     Tests call ``main(["fit", "--trainer.fast_dev_run=1"])`` in-process. ``explain ...`` runs
-    :mod:`lightning_selrel.explain_video` instead: returns None when it succeeds, raises
-    ``SystemExit`` with its exit code otherwise.
+    :mod:`lightning_selrel.cli_explain` and ``cache ...`` :func:`lightning_selrel.video_cache.main` instead:
+    they return None when they succeed and raise ``SystemExit`` with their exit code otherwise.
     """
     argv = sys.argv[1:] if args is None else args
-    if isinstance(argv, (list, tuple)) and argv[:1] == ["explain"]:
-        from .explain_video import main as explain_main  # imported here: `fit` does not load it
-
-        code = explain_main(list(argv[1:]))
+    if isinstance(argv, (list, tuple)) and argv[:1] in (["explain"], ["cache"]):
+        if argv[0] == "explain":  # imported here: `fit` does not load the command
+            from .cli_explain import main as command
+        else:
+            from .video_cache import main as command
+        code = command(list(argv[1:]))
         if code:
             raise SystemExit(code)
         return None

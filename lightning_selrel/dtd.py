@@ -1,6 +1,6 @@
 """Deep Taylor decomposition (DTD) for sequential video models, one batch in one pass.
 
-Rules (METHOD.md section 2): z+ for hidden Conv3d / Linear layers, zB for the first one (inputs
+Rules (docs/method.md, section 2): z+ for hidden Conv3d / Linear layers, zB for the first one (inputs
 bounded by the normalised pixel range), ReLU, dropout and the input normalisation pass relevance
 through (Normalize is element-wise, so the relevance of the normalised clip is that of the pixel
 clip), max-pooling is winner-takes-all (its gradient), Flatten reshapes.
@@ -15,7 +15,7 @@ non-negatively, so a negative logit (common early in training, or with ``target=
 ``"logit"`` map that is <= 0 everywhere and has no positive relevance at all, while a ``"one"`` map is
 >= 0 for every clip.
 
-Choices beyond METHOD.md:
+Choices beyond docs/method.md:
 
 - Denominators leave the biases out (``z+_j = sum_i a_i w+_ij``, the DTD form), so every layer
   passes on all the relevance it receives and conservation holds with biases too, less the

@@ -1,7 +1,7 @@
 """Baseline explanations of video clips, by name: ``explain(model, clips, "dtd")``.
 
 Every method returns relevance over the input voxels, (B, T, H, W) float32, channels summed
-(METHOD.md section 2), for one class per clip (the predicted one by default):
+(docs/method.md, section 2), for one class per clip (the predicted one by default):
 
 - ``dtd``: deep Taylor decomposition, our own (:mod:`lightning_selrel.dtd`), started from relevance 1
   at the explained class (the map sums to 1 and is non-negative for every clip; ``start="logit"``

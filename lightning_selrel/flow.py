@@ -1,6 +1,6 @@
 """Motion ground truth from raw frames: dense optical flow (OpenCV) and the moving-voxel mask I_O.
 
-Motion precision (METHOD.md, section 3) needs to know which voxels of a clip move. Flow is computed
+Motion precision (docs/method.md, section 3) needs to know which voxels of a clip move. Flow is computed
 between consecutive grayscale frames, once per probe clip (it does not depend on the model), so this
 module favours clarity over speed. Two OpenCV methods are offered by name:
 

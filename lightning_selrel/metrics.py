@@ -1,4 +1,4 @@
-"""Metrics of relevance against motion (METHOD.md, section 3): a functional core and thin torchmetrics.
+"""Metrics of relevance against motion (docs/method.md, section 3): a functional core and thin torchmetrics.
 
 For one clip, with ``I_R = R > 0`` and ``I_S = R_sel > 0`` (the paper's definitions):
 
@@ -33,6 +33,8 @@ from typing import Literal, NamedTuple, get_args
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+
+from .tags import PRECISION, SELECTIVITY
 
 __all__ = [
     "RELEVANT_AREAS",
@@ -227,7 +229,7 @@ def clip_scores(
     exact: Tensor | None = None,
     core_mass: float = 0.5,
 ) -> dict[str, Tensor]:
-    """Every per-clip score the monitor and the ``explain`` command report for one method, by name.
+    """Every per-clip score the monitor and the ``explain`` command report for one method, by tag name.
 
     Args:
         relevance: Baseline relevance (B, T, H, W).
@@ -238,30 +240,29 @@ def clip_scores(
             highest relevance holding it (:func:`relevant_area` with ``"mass"``).
 
     Returns:
-        Float64 tensors (B,), NaN where a clip has no value:
+        Float64 tensors (B,) named as :mod:`lightning_selrel.tags` names them, NaN where a clip has no value:
 
-        - ``precision``, ``selective_precision``: motion precision against ``flow`` (the paper's, by area);
-        - ``precision_mass``, ``selective_precision_mass``: motion mass precision against ``flow``;
-        - ``mask_precision``, ``selective_mask_precision``, ``mask_precision_mass``,
-          ``selective_mask_precision_mass``: the same against ``exact``;
-        - ``selectivity_area`` (the paper's, by the area ``R > 0``), ``selectivity_core`` (the share of the
-          core the selective map keeps), ``selectivity_mass``, and ``spatial_bias`` = 1 - mass;
-        - ``selective_empty``: 1.0 where the selective map has no positive relevance, else 0.0 (never NaN).
+        - ``tags.PRECISION["flow"]`` (with ``flow``): ``precision``, ``selective_precision`` (the paper's, by
+          area) and ``precision_mass``, ``selective_precision_mass`` (:func:`motion_mass_precision`);
+        - ``tags.PRECISION["exact"]`` (with ``exact``): the same as ``mask_precision``, ...;
+        - ``tags.SELECTIVITY``: ``selectivity_area`` (the paper's, by the area ``R > 0``), ``selectivity_core``
+          (the share of the core the selective map keeps), ``selectivity_mass``, and ``spatial_bias`` = 1 - mass.
     """
     scores: dict[str, Tensor] = {}
-    for prefix, motion in (("", flow), ("mask_", exact)):
+    for source, motion in (("flow", flow), ("exact", exact)):
         if motion is None:
             continue
-        scores[f"{prefix}precision"] = motion_precision(relevance, motion)
-        scores[f"selective_{prefix}precision"] = motion_precision(selective, motion)
-        scores[f"{prefix}precision_mass"] = motion_mass_precision(relevance, motion)
-        scores[f"selective_{prefix}precision_mass"] = motion_mass_precision(selective, motion)
-    area, mass = selectivity(relevance, selective)
-    scores["selectivity_area"] = area
-    scores["selectivity_core"] = selectivity(relevance, selective, relevant="mass", fraction=core_mass).area
-    scores["selectivity_mass"] = mass
-    scores["spatial_bias"] = 1.0 - mass
-    scores["selective_empty"] = (_per_clip_sum(selective > 0) == 0).to(torch.float64)
+        area, selective_area, mass, selective_mass = PRECISION[source]
+        scores[area] = motion_precision(relevance, motion)
+        scores[selective_area] = motion_precision(selective, motion)
+        scores[mass] = motion_mass_precision(relevance, motion)
+        scores[selective_mass] = motion_mass_precision(selective, motion)
+    area, core, mass, bias = SELECTIVITY
+    kept_area, kept_mass = selectivity(relevance, selective)
+    scores[area] = kept_area
+    scores[core] = selectivity(relevance, selective, relevant="mass", fraction=core_mass).area
+    scores[mass] = kept_mass
+    scores[bias] = 1.0 - kept_mass
     return scores
 
 

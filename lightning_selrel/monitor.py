@@ -32,38 +32,29 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
+from typing_extensions import override
 
+from . import tags
 from .explain import check_methods
-from .flow import FLOW_METHODS, motion_mask
+from .flow import FLOW_METHODS
+from .measure import explain_selective
 from .metrics import MeanStd, clip_scores, relevance_agreement
+from .probe_set import ProbeSet, choose_indices, load_probe, stage_dataset
 from .render import render_panels, write_gif
-from .selective import THRESHOLDS, Threshold, explain_selective
+from .selective import THRESHOLDS, Threshold
 
 __all__ = ["SelectiveRelevanceMonitor", "DEFAULT_METHODS"]
 
 DEFAULT_METHODS = ("dtd", "gradcam", "guided_backprop", "guided_gradcam")
-
-
-@dataclass
-class _Probe:
-    """This rank's share of the probe clips, loaded once and kept on the CPU."""
-
-    positions: list[int]  # position k of each clip in the whole probe set (names clip_<k>)
-    clips: Tensor  # uint8 (N, 3, T, H, W)
-    labels: Tensor  # int64 (N,)
-    flow_masks: Tensor  # bool (N, T, H, W), from optical flow on the raw frames
-    exact_masks: Tensor | None  # bool (N, T, H, W) when the data provide them
 
 
 class SelectiveRelevanceMonitor(Callback):
@@ -147,11 +138,12 @@ class SelectiveRelevanceMonitor(Callback):
         self.core_mass = float(core_mass)
 
         self.probe_indices: dict[str, list[int]] = {}  # stage -> dataset indices; saved in checkpoints
-        self._probes: dict[str, _Probe] = {}
+        self._probes: dict[str, ProbeSet] = {}
         self._warned: set[str] = set()
         self._layout_written: set[int] = set()
 
     # -- preconditions -------------------------------------------------------------------------
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._probes.clear()  # loaded clips are this rank's share: a new trainer may split them differently
         if stage == "fit":
@@ -167,17 +159,21 @@ class SelectiveRelevanceMonitor(Callback):
                     "(or pass val_dataloaders to fit), or remove the monitor from trainer.callbacks."
                 )
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write_layout(trainer)
 
+    @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._write_layout(trainer)
 
+    @override
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write_layout(trainer)
 
     # -- when to run ---------------------------------------------------------------------------
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -185,13 +181,16 @@ class SelectiveRelevanceMonitor(Callback):
             return
         self._run(trainer, pl_module, "val")
 
+    @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._run(trainer, pl_module, "test")
 
     # -- checkpointing: the probe set survives a resume -----------------------------------------
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"probe_indices": {k: list(v) for k, v in self.probe_indices.items()}}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.probe_indices = {k: [int(i) for i in v] for k, v in state_dict.get("probe_indices", {}).items()}
         self._probes.clear()
@@ -205,100 +204,26 @@ class SelectiveRelevanceMonitor(Callback):
         if trainer.is_global_zero and self.num_videos > 0:
             self._write_media(trainer, pl_module, probe, maps)
 
-    def _dataset(self, trainer: pl.Trainer, stage: str) -> Any:
-        loaders = trainer.val_dataloaders if stage == "val" else trainer.test_dataloaders
-        if isinstance(loaders, (list, tuple)):
-            loaders = loaders[0] if loaders else None
-        dataset = getattr(loaders, "dataset", None)
-        if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise MisconfigurationException(
-                f"SelectiveRelevanceMonitor needs a map-style {stage} dataset (with __len__ and __getitem__) "
-                f"to draw fixed probe clips from; got {type(dataset).__name__}."
-            )
-        if len(dataset) == 0:
-            raise MisconfigurationException(f"SelectiveRelevanceMonitor: the {stage} dataset is empty.")
-        return dataset
-
-    def _choose_indices(self, size: int, stage: str) -> list[int]:
-        stored = self.probe_indices.get(stage)
-        count = min(self.num_clips, size)
-        if stored and max(stored) < size and len(stored) == count:
-            return stored
-        if stored:
-            rank_zero_warn(
-                f"SelectiveRelevanceMonitor: the restored probe clips {stored} do not fit num_clips={self.num_clips} "
-                f"and a {stage} set of {size} clips; drawing a new probe set (earlier epochs used other clips)."
-            )
-        if count < self.num_clips:
-            rank_zero_warn(
-                f"SelectiveRelevanceMonitor: the {stage} set has only {size} clips, fewer than num_clips="
-                f"{self.num_clips}; using all of them."
-            )
-        rng = np.random.default_rng(self.seed)
-        return sorted(int(i) for i in rng.choice(size, size=count, replace=False))
-
-    def _probe(self, trainer: pl.Trainer, stage: str) -> _Probe:
+    def _probe(self, trainer: pl.Trainer, stage: str) -> ProbeSet:
         if stage in self._probes:
             return self._probes[stage]
-        dataset = self._dataset(trainer, stage)
-        indices = self._choose_indices(len(dataset), stage)
+        dataset = stage_dataset(trainer, stage)
+        stored = self.probe_indices.get(stage)
+        indices = choose_indices(len(dataset), self.num_clips, self.seed, stored=stored, stage=stage)
         self.probe_indices[stage] = indices
-        # Contiguous shares: rank 0 holds the first clips, the ones rendered as videos.
-        share = np.array_split(np.arange(len(indices)), trainer.world_size)[trainer.global_rank]
-        clips, labels, flows, exact = [], [], [], []
-        first = self._check_item(dataset[indices[0]], indices[0], stage)  # every rank: the shapes of empty shares
-        has_exact = len(first) > 2
-        for k in share:
-            item = first if k == 0 else self._check_item(dataset[indices[k]], indices[k], stage)
-            clip = torch.as_tensor(item[0])
-            if clip.dtype != torch.uint8:
-                clip = clip.float().round().clamp(0, 255).to(torch.uint8)  # flow needs raw pixels
-            clips.append(clip)
-            labels.append(int(item[1]))
-            flows.append(motion_mask(clip, threshold=self.flow_threshold, method=self.flow_method))
-            if has_exact:
-                exact.append(torch.as_tensor(item[2]).bool())
-        shape = torch.as_tensor(first[0]).shape
-        probe = _Probe(
-            positions=[int(k) for k in share],
-            clips=torch.stack(clips) if clips else torch.zeros((0, *shape), dtype=torch.uint8),
-            labels=torch.tensor(labels, dtype=torch.long),
-            flow_masks=torch.stack(flows) if flows else torch.zeros((0, *shape[1:]), dtype=torch.bool),
-            exact_masks=(torch.stack(exact) if exact else torch.zeros((0, *shape[1:]), dtype=torch.bool))
-            if has_exact
-            else None,
-        )
-        rank_zero_info(
-            f"SelectiveRelevanceMonitor: {len(indices)} probe clips from the {stage} set (indices {indices}); "
-            f"motion masks from {self.flow_method} flow > {self.flow_threshold} px"
-            + (" and the data's exact masks" if has_exact else "")
+        probe = load_probe(
+            dataset,
+            indices,
+            world_size=trainer.world_size,
+            rank=trainer.global_rank,
+            flow_method=self.flow_method,
+            flow_threshold=self.flow_threshold,
+            stage=stage,
         )
         self._probes[stage] = probe
         return probe
 
-    @staticmethod
-    def _check_item(item: Any, index: int, stage: str) -> Any:
-        """A dataset item must be (clip (3, T, H, W), label) or (clip, label, motion_mask (T, H, W))."""
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise MisconfigurationException(
-                "SelectiveRelevanceMonitor expects dataset items (clip, label) or (clip, label, motion_mask); "
-                f"{stage} item {index} is a {type(item).__name__}."
-            )
-        shape = tuple(torch.as_tensor(item[0]).shape)
-        if len(shape) != 4 or shape[0] != 3:
-            raise MisconfigurationException(
-                f"SelectiveRelevanceMonitor: {stage} item {index} has a clip of shape {shape}; expected uint8 pixels "
-                "(3, T, H, W), as the classifier's forward takes them."
-            )
-        if len(item) > 2 and tuple(torch.as_tensor(item[2]).shape) != shape[1:]:
-            raise MisconfigurationException(
-                f"SelectiveRelevanceMonitor: the third element of {stage} item {index} has shape "
-                f"{tuple(torch.as_tensor(item[2]).shape)}; it is read as the exact motion mask and must be (T, H, W) = "
-                f"{shape[1:]}. Yield (clip, label) if the data have no motion masks."
-            )
-        return item
-
-    def _measure(self, pl_module: pl.LightningModule, probe: _Probe) -> tuple[dict[str, float], dict[str, Any]]:
+    def _measure(self, pl_module: pl.LightningModule, probe: ProbeSet) -> tuple[dict[str, float], dict[str, Any]]:
         """Explain this rank's probe clips with every method; returns synced scalars and this rank's maps."""
         device = pl_module.device
         clips = probe.clips.to(device)
@@ -312,25 +237,25 @@ class SelectiveRelevanceMonitor(Callback):
             rel, sel, logits, explain_ms, selective_ms = self._explain(pl_module, clips, method, target)
             relevance[method] = rel
             maps[method] = (rel[: self.num_videos].cpu(), sel[: self.num_videos].cpu(), logits[: self.num_videos])
-            prefix = f"selrel/{method}"
             scores = clip_scores(rel, sel, flow=flow, exact=exact, core_mass=self.core_mass)
-            empty = scores.pop("selective_empty")
             for name, per_clip in scores.items():
                 result = self._compute(MeanStd(), device, per_clip)
-                self._put(values, f"{prefix}/{name}", result["mean"], result["std"])
+                self._put(values, tags.method_tag(method, name), result["mean"], result["std"])
                 if name == "spatial_bias":  # NaN exactly where the baseline map has no positive relevance
-                    values[f"{prefix}/no_relevance"] = _share(result["skipped"], result["count"])
-            values[f"{prefix}/selective_no_relevance"] = _mean_or_zero(self._compute(MeanStd(), device, empty))
+                    values[tags.method_tag(method, "no_relevance")] = _share(result["skipped"], result["count"])
+            empty = ((sel > 0).flatten(1).sum(1) == 0).to(torch.float64)  # (N,): the selective map is empty
+            values[tags.method_tag(method, "selective_no_relevance")] = _mean_or_zero(
+                self._compute(MeanStd(), device, empty)
+            )
             # Clips are explained together, a batch at a time: a clip's cost is its batch's divided by its
             # clips, so a spread over clips would be a constant. Only the mean is logged.
-            for name, samples in (("explain_ms", explain_ms), ("selective_ms", selective_ms)):
-                values[f"{prefix}/{name}"] = _mean_or_zero(self._compute(MeanStd(), device, samples))
+            for name, samples in zip(tags.TIMINGS, (explain_ms, selective_ms), strict=True):
+                values[tags.method_tag(method, name)] = _mean_or_zero(self._compute(MeanStd(), device, samples))
         for first, second in itertools.combinations(self.methods, 2):
-            pair = f"{first}_vs_{second}"
-            for namespace, options in (("agreement", {}), ("agreement_core", {"relevant": "mass"})):
+            for kind, options in zip(tags.AGREEMENTS, ({}, {"relevant": "mass"}), strict=True):
                 agreement = relevance_agreement(relevance[first], relevance[second], fraction=self.core_mass, **options)
                 result = self._compute(MeanStd(), device, agreement)
-                self._put(values, f"selrel/{namespace}/{pair}", result["mean"], result["std"])
+                self._put(values, tags.agreement_tag(kind, first, second), result["mean"], result["std"])
         return values, maps
 
     def _explain(
@@ -369,7 +294,7 @@ class SelectiveRelevanceMonitor(Callback):
         """Store a mean and its ``_std`` companion; a metric without any valid clip is not logged."""
         if not torch.isnan(mean):
             values[name] = float(mean)
-            values[f"{name}_std"] = float(std)
+            values[name + tags.STD] = float(std)
 
     # -- TensorBoard media (rank 0) -------------------------------------------------------------
     def _tensorboard(self, trainer: pl.Trainer) -> Any:
@@ -392,27 +317,19 @@ class SelectiveRelevanceMonitor(Callback):
             return
         self._layout_written.add(id(writer))
         charts = {
-            "spatial bias, all methods": ["Multiline", [f"selrel/{m}/spatial_bias" for m in self.methods]],
+            "spatial bias, all methods": ["Multiline", [tags.method_tag(m, "spatial_bias") for m in self.methods]],
         }
         for m in self.methods:
-            tags = [
-                "precision_mass",
-                "selective_precision_mass",
-                "mask_precision_mass",
-                "selective_mask_precision_mass",
-                "precision",
-                "selective_precision",
-                "mask_precision",
-                "selective_mask_precision",
-            ]
+            names = [*tags.PRECISION["flow"][2:], *tags.PRECISION["exact"][2:], *tags.PRECISION["flow"][:2]]
+            names += tags.PRECISION["exact"][:2]
             charts[f"{m}: motion precision, baseline vs selective"] = [
                 "Multiline",
-                [f"selrel/{m}/{t}" for t in tags],
+                [tags.method_tag(m, name) for name in names],
             ]
         writer.add_custom_scalars({"selrel: spatial bias": charts})
 
     def _write_media(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: _Probe, maps: dict[str, Any]
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: ProbeSet, maps: dict[str, Any]
     ) -> None:
         writer = self._tensorboard(trainer)
         if writer is None:
@@ -433,7 +350,7 @@ class SelectiveRelevanceMonitor(Callback):
                 frames = render_panels(
                     probe.clips[i], rel[i], sel[i], title=title, labels=("input", method, "selective")
                 )
-                write_gif(writer, f"selrel/{method}/clip_{k}", frames, _logging_step(trainer), self.fps)
+                write_gif(writer, tags.method_tag(method, f"clip_{k}"), frames, _logging_step(trainer), self.fps)
         writer.flush()
 
 

@@ -5,7 +5,7 @@ temporal edge map ``G_t = |sobel_t(R)|`` differentiates ``R`` along T and smooth
 voxels whose edge response is more than ``n_std`` standard deviations of ``G_t`` (per clip) form the
 mask ``M``, and the selective relevance is ``R * M``.
 
-Decisions (METHOD.md, section 2):
+Decisions (docs/method.md, section 2):
 
 * The Sobel kernel is separable, derivative ``[-1, 0, 1]`` along T and smoothing ``[1, 2, 1]`` along
   H and W, written as slicing and additions (no dense conv3d). It equals
@@ -22,30 +22,20 @@ Decisions (METHOD.md, section 2):
   and a hot static voxel elsewhere never lifts the threshold of the moving ones.
 
 Everything is torch, batched, and runs on any device; on a CPU the ``"mad"`` rule's medians come
-from NumPy's selection on a zero-copy view.
+from NumPy's selection on a zero-copy view. The module imports nothing else of the package: explaining
+and then selecting, timed, is :mod:`lightning_selrel.measure`.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .explain import explain_with_logits
-
-__all__ = [
-    "THRESHOLDS",
-    "Threshold",
-    "TimedSelective",
-    "explain_selective",
-    "SelectiveRelevance",
-    "selective_relevance",
-    "temporal_edges",
-]
+__all__ = ["THRESHOLDS", "SelectiveRelevance", "Threshold", "selective_relevance", "temporal_edges"]
 
 #: Threshold rules of :func:`selective_relevance`: the paper's ``n_std * std(G_t)``, or the robust
 #: ``median(G_t) + n_std * 1.4826 * MAD(G_t)``.
@@ -73,7 +63,7 @@ def _check_relevance(relevance: Tensor) -> None:
     if relevance.ndim not in (3, 4):
         raise ValueError(
             f"relevance must have shape (T, H, W) or (B, T, H, W), got {tuple(relevance.shape)}; "
-            "sum per-channel relevance over C first (METHOD.md, section 2)"
+            "sum per-channel relevance over C first (docs/method.md, section 2)"
         )
     if not relevance.is_floating_point():
         raise TypeError(f"relevance must be a floating-point tensor, got {relevance.dtype}; call .float() first")
@@ -341,40 +331,3 @@ def selective_relevance(
             torch.mul(chunk, keep, out=out[start:stop])
     selective = relevance * out.view_as(relevance) if relevance.requires_grad else out.view_as(relevance)
     return SelectiveRelevance(selective, mask.view_as(relevance)) if return_mask else selective
-
-
-class TimedSelective(NamedTuple):
-    """One explanation, its selective map, and what each cost (milliseconds for the whole batch)."""
-
-    relevance: Tensor  # (B, T, H, W) float32
-    selective: Tensor  # (B, T, H, W)
-    logits: Tensor  # (B, num_classes)
-    explain_ms: float
-    selective_ms: float
-
-
-def explain_selective(
-    model: torch.nn.Module,
-    clips: Tensor,
-    method: str,
-    target: Tensor | int | None = None,
-    *,
-    n_std: float = 4.0,
-    threshold: Threshold = "std",
-    signed: bool = False,
-) -> TimedSelective:
-    """Explain ``clips`` with ``method`` and keep the selective relevance, timing both steps (the paper's
-    Table 4); on CUDA the clock waits for the device's queued work. Used by the monitor and ``explain``."""
-    start = time.perf_counter()
-    explanation = explain_with_logits(model, clips, method, target)
-    middle = _elapsed_ms(start, explanation.relevance.device)
-    start = time.perf_counter()
-    selective = selective_relevance(explanation.relevance, n_std=n_std, threshold=threshold, signed=signed)
-    end = _elapsed_ms(start, selective.device)
-    return TimedSelective(explanation.relevance, selective, explanation.logits, middle, end)
-
-
-def _elapsed_ms(start: float, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) * 1000.0

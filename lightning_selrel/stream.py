@@ -1,11 +1,12 @@
-"""Frames in and out for the ``explain`` command: sources, preprocessing, a ring buffer, a reader thread, sinks.
+"""Sources and sinks of the ``explain`` command: where frames come from and where annotated frames go.
 
-A source is a video file, a camera index or a stream URL, opened with OpenCV. Frames are resized and
-centre-cropped to the model's clip size by :class:`FramePrep` and, in live use, pushed by a
-:class:`StreamReader` thread into a :class:`RingBuffer` that holds only the last ``T`` frames. The
-explainer takes the newest window whenever it is free: frames that arrive while it works are
-*dropped*, never queued, so what is shown never falls behind the stream. :class:`VideoSink` writes
-the annotated frames to ``.mp4`` (mp4v), ``.avi`` (MJPG) or ``.gif`` and checks the file reads back.
+A source is a video file, a camera index or a stream URL, opened with OpenCV (:func:`open_source`). In live
+use a :class:`StreamReader` thread pushes preprocessed frames (:class:`lightning_selrel.frames.FramePrep`)
+into a :class:`RingBuffer` that holds only the last ``T`` frames; the explainer takes the newest window
+whenever it is free: frames that arrive while it works are *dropped*, never queued, so what is shown never
+falls behind the stream. :class:`Outputs` sends each rendered frame to a :class:`VideoSink` (``.mp4`` (mp4v),
+``.avi`` (MJPG) or ``.gif``, checked to read back) and/or a window on screen, with a :class:`StatusLine` on
+the terminal.
 
 Every user-facing failure raises :class:`StreamError` with one line that names the file or value and
 the fix.
@@ -19,32 +20,30 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import cv2
 import numpy as np
 
+from .frames import VideoDecodeError, open_video
 from .render import encode_gif
-from .video_cache import VideoDecodeError, _open, _to_rgb
 
 __all__ = [
-    "UCF_RATIO",
-    "FramePrep",
+    "Outputs",
     "RingBuffer",
     "Source",
+    "StatusLine",
     "StreamError",
     "StreamReader",
     "VideoSink",
     "Window",
     "count_frames",
     "display_unavailable",
-    "loop_pad",
     "open_source",
 ]
-
-# C3D on UCF-101: frames resized to 128 x 171, then a 112 x 112 crop (METHOD.md, section 4).
-UCF_RATIO = 128 / 112
 
 
 class StreamError(RuntimeError):
@@ -110,7 +109,7 @@ def open_source(spec: str | int | os.PathLike) -> tuple[cv2.VideoCapture, Source
                 )
         else:
             try:
-                capture = _open(spec)
+                capture = open_video(spec)
             except VideoDecodeError:
                 what = "stream URL" if kind == "url" else "video file"
                 raise StreamError(
@@ -139,69 +138,6 @@ def count_frames(path: str | os.PathLike) -> int:
     finally:
         capture.release()
     return count
-
-
-# -- preprocessing -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FramePrep:
-    """Resize and centre-crop decoded frames to the model's clip (H, W), as training did.
-
-    Rule: frames already of the clip size are used as they are; with ``resize`` (``--resize H W``)
-    frames are resized to exactly (H, W); otherwise the aspect ratio is kept and frames are scaled
-    so that the crop covers ``1 / ratio`` of their shorter fitting side (``ratio`` = 128 / 112 for
-    the UCF-101 preset: a 320 x 240 video becomes 171 x 128, exactly as in training; 1.0 for data
-    whose frames are the whole clip). Then the centre (H, W) is cropped. Resizing is bilinear and
-    converts BGR to RGB (:func:`lightning_selrel.video_cache._to_rgb`, the training decoder's).
-
-    Attributes:
-        clip_hw: (H, W) of the model's clips.
-        ratio: Resized side / crop side, >= 1.
-        resize: Fixed (H, W) to resize to before cropping, or None for the rule above.
-        rule: Where ``ratio`` or ``resize`` came from, for the report.
-    """
-
-    clip_hw: tuple[int, int]
-    ratio: float = UCF_RATIO
-    resize: tuple[int, int] | None = None
-    rule: str = "default UCF-101 ratio 128/112"
-
-    def __post_init__(self) -> None:
-        if not self.ratio >= 1.0:
-            raise StreamError(f"resize ratio {self.ratio} is below 1: the crop would not fit; use a ratio >= 1")
-        if self.resize is not None and (self.resize[0] < self.clip_hw[0] or self.resize[1] < self.clip_hw[1]):
-            raise StreamError(
-                f"--resize {self.resize[0]} {self.resize[1]} is smaller than the model's clip "
-                f"{self.clip_hw[0]}x{self.clip_hw[1]} (H x W): pass a size of at least that"
-            )
-
-    def resized_size(self, frame_hw: tuple[int, int]) -> tuple[int, int] | None:
-        """(H', W') frames of size ``frame_hw`` are resized to before cropping; None: no resize."""
-        if self.resize is not None:
-            return self.resize
-        (h, w), (ch, cw) = frame_hw, self.clip_hw
-        if (h, w) == (ch, cw):
-            return None
-        scale = self.ratio * max(ch / h, cw / w)
-        return max(ch, round(h * scale)), max(cw, round(w * scale))
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """One decoded BGR frame (h, w, 3) uint8 to the RGB crop (H, W, 3) uint8."""
-        rgb = _to_rgb(frame, self.resized_size(frame.shape[:2]))  # (H', W', 3)
-        (h, w), (ch, cw) = rgb.shape[:2], self.clip_hw
-        top, left = (h - ch) // 2, (w - cw) // 2  # the centre crop of UCF101Clips.crop_box
-        return np.ascontiguousarray(rgb[top : top + ch, left : left + cw])
-
-    def describe(self, frame_hw: tuple[int, int]) -> str:
-        size = self.resized_size(frame_hw) or frame_hw
-        return (
-            f"{frame_hw[0]}x{frame_hw[1]} -> resize {size[0]}x{size[1]} -> centre crop "
-            f"{self.clip_hw[0]}x{self.clip_hw[1]} (H x W; {self.rule})"
-        )
-
-
-def loop_pad(frames: np.ndarray, length: int) -> np.ndarray:
-    """Frames (n, ...) repeated from the start to ``length`` frames, as training pads short videos."""
-    return frames[np.arange(length) % len(frames)]  # the indices of UCF101Clips.frame_ids
 
 
 # -- ring buffer ---------------------------------------------------------------------------------
@@ -295,13 +231,19 @@ class StreamReader(threading.Thread):
     Args:
         capture: An open capture; the reader releases it when it stops.
         source: The opened source (its first frame is pushed first).
-        prep: Preprocessing of each frame (done here, off the explainer's thread).
+        prep: Preprocessing of each BGR frame to the model's RGB crop (a :class:`~lightning_selrel.frames.FramePrep`),
+            done here, off the explainer's thread.
         ring: Where frames go; closed when the source ends or the reader stops.
         pace_fps: Deliver a file's frames at this rate, as a camera would (None: as fast as decoded).
     """
 
     def __init__(
-        self, capture: cv2.VideoCapture, source: Source, prep: FramePrep, ring: RingBuffer, pace_fps: float | None
+        self,
+        capture: cv2.VideoCapture,
+        source: Source,
+        prep: Callable[[np.ndarray], np.ndarray],
+        ring: RingBuffer,
+        pace_fps: float | None,
     ) -> None:
         super().__init__(name="selrel-frame-reader", daemon=True)
         self.capture, self.source, self.prep, self.ring, self.pace_fps = capture, source, prep, ring, pace_fps
@@ -402,3 +344,52 @@ class VideoSink:
         capture.release()
         if not readable:
             raise StreamError(f"--out {self.path} was written but does not read back; try an .avi file name")
+
+
+# -- what a person sees -----------------------------------------------------------------------
+class StatusLine:
+    """One status line on a terminal stream, overwritten with ``\\r`` at most every ``interval`` seconds."""
+
+    def __init__(self, stream: TextIO | None = sys.stderr, interval: float = 0.5) -> None:
+        self.stream, self.interval, self._last, self._width = stream, interval, -math.inf, 0
+
+    def update(self, text: str) -> None:
+        now = time.monotonic()
+        if self.stream is None or now - self._last < self.interval:
+            return
+        self._last = now
+        self.stream.write("\r" + text.ljust(self._width))
+        self.stream.flush()
+        self._width = len(text)
+
+    def close(self) -> None:
+        if self.stream is not None and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._width = 0
+
+
+class Outputs:
+    """Where rendered frames go: a :class:`VideoSink`, a window on screen, or both."""
+
+    def __init__(self, sink: VideoSink | None = None, show: bool = False, status: StatusLine | None = None) -> None:
+        self.sink, self.status = sink, status or StatusLine(None)
+        self.title = "lightning_selrel explain (q: quit)" if show else None
+
+    def emit(self, frame: np.ndarray, repeat: int = 1) -> bool:
+        """Write and/or show a frame (H, W, 3) uint8 RGB; False when the viewer asked to quit."""
+        if self.sink is not None:
+            self.sink.write(frame, repeat)
+        if self.title is not None:
+            cv2.imshow(self.title, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                return False
+        return True
+
+    def close(self) -> None:
+        """Finish the video file (it reads back afterwards) and close the window."""
+        self.status.close()
+        if self.title is not None:
+            cv2.destroyAllWindows()
+        if self.sink is not None:
+            self.sink.close()

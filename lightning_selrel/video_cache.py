@@ -1,9 +1,9 @@
-"""Video files to uint8 frames: OpenCV decoding, and a memory-mapped cache of decoded videos.
+"""A memory-mapped cache of decoded videos (decoding itself is :mod:`lightning_selrel.frames`).
 
 Decoding an ``.avi`` for every training clip is the bottleneck of video training. The cache decodes
-each video once, resizes its frames and stores them as one uncompressed ``.npy`` array (T, H, W, 3)
-(RGB, uint8) that a dataset reads with ``np.load(mmap_mode="r")``: a clip then touches only the
-bytes of its own frames.
+each video once (:func:`lightning_selrel.frames.decode_video`), resizes its frames and stores them as one
+uncompressed ``.npy`` array (T, H, W, 3) (RGB, uint8) that a dataset reads with
+``np.load(mmap_mode="r")``: a clip then touches only the bytes of its own frames.
 
 Layout: ``cache_dir/<H>x<W>/<relative path of the video>.npy`` plus a sidecar ``.json`` holding the
 key (relative path, size and ``mtime_ns`` of the source, resize) and the frame count. An entry is
@@ -14,10 +14,13 @@ gets a sidecar with ``frames: 0`` and its error, so later runs skip it without d
 
 Disk cost: 128 x 171 x 3 bytes = 66 kB per frame; all of UCF-101 (about 2.5 million frames) takes
 about 165 GB.
+
+Build it outside training with ``python -m lightning_selrel cache --root DIR --cache-dir DIR`` (:func:`main`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -27,127 +30,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-__all__ = [
-    "VideoDecodeError",
-    "CacheEntry",
-    "CacheSummary",
-    "probe_video",
-    "decode_video",
-    "decode_window",
-    "cache_entry",
-    "build_cache_entry",
-    "build_cache",
-]
+from .frames import C3D_RESIZE, VideoDecodeError, decode_video
+
+__all__ = ["CacheEntry", "CacheSummary", "build_cache", "build_cache_entry", "cache_entry", "main"]
 
 log = logging.getLogger(__name__)
 
 _CACHE_VERSION = 1
-
-
-class VideoDecodeError(RuntimeError):
-    """A video file could not be opened or yielded no frame."""
-
-
-# -- decoding ----------------------------------------------------------------------------------
-def _open(path: str | os.PathLike) -> cv2.VideoCapture:
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        capture.release()
-        raise VideoDecodeError(f"OpenCV cannot open video {path} (missing, unreadable or not a video)")
-    return capture
-
-
-def _to_rgb(frame: np.ndarray, resize: Sequence[int] | None) -> np.ndarray:
-    """One decoded BGR frame (h, w, 3) to RGB (H, W, 3), resized to ``resize`` = (H, W) if given."""
-    if resize is not None and (frame.shape[0], frame.shape[1]) != (resize[0], resize[1]):
-        frame = cv2.resize(frame, (int(resize[1]), int(resize[0])), interpolation=cv2.INTER_LINEAR)
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-
-
-def probe_video(path: str | os.PathLike) -> int:
-    """Cheap check that a video is readable: opens it and decodes its first frame.
-
-    Args:
-        path: Video file.
-
-    Returns:
-        The frame count the container claims (``CAP_PROP_FRAME_COUNT``), at least 1. The count may be
-        too high for a truncated file; readers must cope with fewer frames (see :func:`decode_window`).
-
-    Raises:
-        VideoDecodeError: If the file cannot be opened or its first frame cannot be decoded.
-    """
-    capture = _open(path)
-    try:
-        ok, _ = capture.read()
-        if not ok:
-            raise VideoDecodeError(f"video {path} has no decodable frame (empty or corrupt)")
-        return max(1, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
-    finally:
-        capture.release()
-
-
-def decode_window(path: str | os.PathLike, start: int, length: int, resize: Sequence[int] | None = None) -> np.ndarray:
-    """Frames ``start .. start + length - 1`` of a video, decoded sequentially from the first frame.
-
-    Frames before ``start`` are grabbed (not converted) rather than reached by seeking: seeking is
-    approximate for inter-coded videos (XVID, as UCF-101), and this keeps the frames identical to
-    those of :func:`decode_video` and of the cache.
-
-    Args:
-        path: Video file.
-        start: Index of the first frame wanted.
-        length: Number of frames wanted.
-        resize: Output (H, W); None keeps the decoded size.
-
-    Returns:
-        uint8 RGB frames (n, H, W, 3) with ``n <= length``: fewer when the video ends early (a short or
-        truncated file), 0 when it ends before ``start``.
-
-    Raises:
-        VideoDecodeError: If the file cannot be opened.
-    """
-    capture = _open(path)
-    frames: list[np.ndarray] = []
-    try:
-        for _ in range(start):
-            if not capture.grab():
-                break
-        else:
-            while len(frames) < length:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                frames.append(_to_rgb(frame, resize))
-    finally:
-        capture.release()
-    if not frames:
-        shape = (0, *(resize if resize is not None else (0, 0)), 3)
-        return np.zeros(shape, dtype=np.uint8)
-    return np.stack(frames)  # (n, H, W, 3)
-
-
-def decode_video(path: str | os.PathLike, resize: Sequence[int] | None = None) -> np.ndarray:
-    """Every decodable frame of a video.
-
-    Args:
-        path: Video file.
-        resize: Output (H, W); None keeps the decoded size.
-
-    Returns:
-        uint8 RGB frames (T, H, W, 3), T >= 1. Decoding stops at the first unreadable frame, so a
-        truncated file yields the frames before the damage.
-
-    Raises:
-        VideoDecodeError: If the file cannot be opened or yields no frame.
-    """
-    frames = decode_window(path, 0, 2**62, resize)
-    if len(frames) == 0:
-        raise VideoDecodeError(f"video {path} has no decodable frame (empty or corrupt)")
-    return frames
 
 
 # -- cache ---------------------------------------------------------------------------------------
@@ -276,7 +167,7 @@ def build_cache_entry(
 def build_cache(
     root: str | os.PathLike,
     cache_dir: str | os.PathLike,
-    resize: Sequence[int] = (128, 171),
+    resize: Sequence[int] = C3D_RESIZE,
     videos: Iterable[str | os.PathLike] | None = None,
     *,
     workers: int | None = None,
@@ -326,3 +217,34 @@ def build_cache(
             if progress and done % 500 == 0:
                 log.info("cache: %d / %d videos (%d decoded)", done, len(sources), summary.built)
     return summary
+
+
+# -- command line: build the cache outside training ------------------------------------------------
+def build_parser(prog: str = "python -m lightning_selrel cache") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Decode every .avi under ROOT once into the memory-mapped frame cache used by "
+        "UCF101DataModule(cache_dir=...). Entries already valid are kept; interrupted builds resume.",
+    )
+    parser.add_argument("--root", required=True, help="the UCF-101/ folder of class folders")
+    parser.add_argument("--cache-dir", required=True, help="where to write the cache")
+    parser.add_argument(
+        "--resize", type=int, nargs=2, default=C3D_RESIZE, metavar=("H", "W"), help="frame size (default 128 171)"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: cores, at most 8)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m lightning_selrel cache") -> int:
+    """``python -m lightning_selrel cache --root DIR --cache-dir DIR``: decode every video once."""
+    args = build_parser(prog).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    summary = build_cache(args.root, args.cache_dir, args.resize, workers=args.workers, progress=True)
+    print(f"{summary.built} videos decoded, {summary.reused} already cached, {len(summary.failed)} unreadable")
+    for path, reason in sorted(summary.failed.items()):
+        print(f"  unreadable: {path}: {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(prog="python -m lightning_selrel.video_cache"))

@@ -13,8 +13,9 @@ lightning      ours: ``[net.]conv1a .. fc8`` (a C3D or a C3DClassifier checkpoin
 ============== ======================================================================================
 
 Keys may carry a ``module.`` prefix (DataParallel) and sit under a ``state_dict``, ``model``, ``net``
-or ``model_state_dict`` key. Files are read with ``torch.load(..., weights_only=True)``: a file that
-also pickles arbitrary objects is refused, with the one-line conversion to do if it is trusted.
+or ``model_state_dict`` key. Files are read with ``torch.load(..., weights_only=True)``
+(:func:`lightning_selrel.checkpoint.load_file`): a file that also pickles arbitrary objects is refused,
+with the one-line conversion to do if it is trusted.
 
 Every convolution, fc6 and fc7 must be present with our shapes. The head (fc8) is loaded when it
 has our class count and re-initialised otherwise (or when the file has none, as MMAction2's
@@ -25,7 +26,6 @@ our C3D derives for width 64 and 16 x 112 x 112 clips.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +35,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
+from .checkpoint import load_file
 from .model import C3D, pooled_shape
 
 __all__ = ["LoadReport", "NAMINGS", "load_c3d_weights", "read_state_dict"]
@@ -120,36 +121,18 @@ class LoadReport:
         return f"C3D weights from {self.path}: {len(self.loaded)} tensors loaded, naming {self.naming!r}, {head}"
 
 
-def _reason(error: Exception) -> str:
-    """The informative part of a torch.load error (its messages run to several paragraphs)."""
-    text = str(error)
-    found = re.search(r"Unsupported (?:global: GLOBAL \S+|operand \S+)", text)
-    if found:
-        return found.group(0)
-    if isinstance(error, EOFError):
-        return "the file ends early: empty or truncated"
-    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped from ``state_dict``-like keys, ``module.`` stripped.
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If ``torch.load(weights_only=True)`` refuses it or it holds no tensors.
+        ValueError: If ``torch.load(weights_only=True)`` refuses it (a
+            :class:`~lightning_selrel.checkpoint.CheckpointError` saying why) or it holds no tensors.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"C3D checkpoint {path} not found; pass the path of a downloaded .pth/.pickle file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        raise ValueError(
-            f"cannot read {path} with torch.load(weights_only=True) ({_reason(error)}). If it is a checkpoint "
-            "that also pickles other objects and you trust it, convert it once: torch.save(torch.load(PATH, "
-            "weights_only=False)['state_dict'], 'c3d_weights.pth'); otherwise it is not a PyTorch checkpoint"
-        ) from error
+    obj = load_file(path, what="C3D checkpoint")
     while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         inner = next((obj[key] for key in _WRAPPERS if isinstance(obj.get(key), Mapping)), None)
         if inner is None:

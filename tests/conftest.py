@@ -13,3 +13,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ucf_tree(tmp_path_factory):
+    """A tiny UCF-101-shaped tree of real .avi files (tests/ucf_fixture.py), written once per test module."""
+    from ucf_fixture import write_ucf_tree
+
+    return write_ucf_tree(tmp_path_factory.mktemp("ucf"))

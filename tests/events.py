@@ -7,23 +7,10 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
-# The monitor's per-method tags whose values are fractions in [0, 1].
-FRACTIONS = (
-    "precision",
-    "selective_precision",
-    "precision_mass",
-    "selective_precision_mass",
-    "mask_precision",
-    "selective_mask_precision",
-    "mask_precision_mass",
-    "selective_mask_precision_mass",
-    "selectivity_area",
-    "selectivity_core",
-    "selectivity_mass",
-    "spatial_bias",
-    "no_relevance",
-    "selective_no_relevance",
-)
+from lightning_selrel import tags
+
+# The monitor's per-method tags whose values are fractions in [0, 1], from the one definition of the tags.
+FRACTIONS = tags.FRACTIONS
 
 
 def load(logdir: str | Path) -> EventAccumulator:

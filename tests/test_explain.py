@@ -26,13 +26,13 @@ from lightning_selrel.explain import (
     resolve_layer,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations"),
+    pytest.mark.usefixtures("one_thread"),  # conftest.py: a tiny model is many times faster on one thread
+]
 
 METHODS = ["dtd", "gradcam", "gradcam_t", "guided_backprop", "guided_gradcam"]
 CLIP = (16, 32, 32)  # conv5b sees (T', H', W') = (2, 2, 2): GradCAM maps are not constant
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_classifier(seed: int = 0) -> C3DClassifier:

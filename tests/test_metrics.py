@@ -25,7 +25,7 @@ from lightning_selrel.metrics import (
 SHAPE = (4, 5, 6, 7)  # (B, T, H, W)
 
 
-# --- slow, obvious references: one clip at a time, straight from METHOD.md section 3 -------------------------------
+# --- slow, obvious references: one clip at a time, straight from docs/method.md, section 3 ------------------------
 def ref_clip_values(kind: str, a: np.ndarray, b: np.ndarray) -> dict[str, float] | None:
     """Values of one clip (T, H, W), or None when the clip has no value."""
     if kind == "precision":

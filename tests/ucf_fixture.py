@@ -15,11 +15,14 @@ claims every frame). Frames are uniform noise, so any window, crop or flip is id
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from lightning_selrel.ucf101 import UCF101DataModule
 
 CLASS_INDEX = ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]  # as classInd.txt spells them
 FOLDERS = ["ApplyEyeMakeup", "HandStandPushups", "YoYo"]  # as the folders are spelled
@@ -102,3 +105,22 @@ def write_ucf_tree(
         frames=frames,
         short_frames=short_frames,
     )
+
+
+# What the UCF-101 tests build their data modules with: tiny frames and crops.
+RESIZE = (20, 24)
+CROP = 16
+CLIP_LEN = 16
+
+
+def make_dm(root, **kwargs) -> UCF101DataModule:
+    options = dict(clip_len=CLIP_LEN, resize=RESIZE, crop=CROP, batch_size=4, num_workers=0)
+    options.update(kwargs)
+    return UCF101DataModule(str(root), **options)
+
+
+def quiet_setup(dm: UCF101DataModule, stage: str = "fit") -> UCF101DataModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dm.setup(stage)
+    return dm

@@ -1,4 +1,4 @@
-"""The ``explain`` command: offline and live paths, frame preprocessing, the ring buffer, bad input.
+"""The ``explain`` command: offline and live paths, outputs and reports, bad input.
 
 Videos are written here with OpenCV (MJPG .avi): a bright square moving right over a static noise
 background. The model is a tiny random C3D (16 x 16 x 16 clips) saved as a Lightning checkpoint.
@@ -25,9 +25,9 @@ from PIL import Image, ImageSequence
 from ucf_fixture import write_video
 
 from lightning_selrel import C3DClassifier, cli
-from lightning_selrel.explain_loop import WindowExplainer
-from lightning_selrel.explain_video import frame_prep, main
-from lightning_selrel.stream import UCF_RATIO, FramePrep, RingBuffer, StreamError, count_frames, display_unavailable
+from lightning_selrel.cli_explain import main
+from lightning_selrel.stream import count_frames, display_unavailable
+from lightning_selrel.windows import WindowExplainer
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["left", "right", "up", "down"]
@@ -69,52 +69,6 @@ def read_json(path: Path) -> dict:
         raise AssertionError(f"{path} holds {constant}: not valid JSON")
 
     return json.loads(path.read_text(), parse_constant=refuse)
-
-
-# -- preprocessing and the ring buffer -----------------------------------------------------------
-def test_frame_prep_follows_the_checkpoints_data():
-    ucf = {"_class_path": "lightning_selrel.ucf101.UCF101DataModule", "resize": [128, 171], "crop": 112}
-    synthetic = {"_class_path": "lightning_selrel.data.MotionContextDataModule", "clip_shape": [16, 48, 48]}
-    model = SimpleNamespace(clip_shape=(16, 112, 112))
-    # UCF-101 preset: a 320 x 240 video becomes exactly the training frames, 128 x 171, then crop 112.
-    assert frame_prep(model, ucf).resized_size((240, 320)) == (128, 171)
-    assert frame_prep(model, {}).ratio == pytest.approx(UCF_RATIO)  # no data module: the UCF ratio
-    assert frame_prep(model, synthetic).resized_size((240, 320)) == (112, 149)  # whole frame, short side = clip
-    assert frame_prep(model, ucf, resize=(120, 200)).resized_size((240, 320)) == (120, 200)
-    # A frame of the clip size is used as it is (RGB), whatever the rule.
-    frame = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(frame_prep(model, ucf)(frame), frame[..., ::-1])
-    # Resize, then the centre crop of training (UCF101Clips.crop_box).
-    big = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)
-    expected = cv2.cvtColor(cv2.resize(big, (171, 128), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
-    np.testing.assert_array_equal(frame_prep(model, ucf)(big), expected[8:120, 29:141])
-    with pytest.raises(StreamError, match=r"--resize 100 100 is smaller than the model's clip 112x112"):
-        FramePrep((112, 112), resize=(100, 100))
-
-
-def test_ring_buffer_keeps_the_newest_window_and_counts_drops():
-    ring = RingBuffer(4)
-    assert ring.take(timeout=0.01) is None  # not full yet
-    for i in range(6):
-        ring.push(np.full((1,), i))
-    window = ring.take(timeout=0)
-    assert (window.first, window.newest) == (2, 5) and window.frames[:, 0].tolist() == [2, 3, 4, 5]
-    assert ring.take(timeout=0.01) is None  # nothing new: the same window is never explained twice
-    for i in range(6, 10):
-        ring.push(np.full((1,), i))
-    assert ring.take(timeout=0).newest == 9
-    # Frames 3 and 4 (complete windows never taken) and 6, 7, 8 were dropped, not queued.
-    assert ring.frames_dropped == 5 and ring.windows_taken + ring.frames_dropped == 10 - 4 + 1
-    ring.push(np.full((1,), 10))
-    ring.close()
-    assert ring.take(timeout=0).newest == 10 and ring.exhausted and ring.take(timeout=5) is None
-
-    short = RingBuffer(4)  # a source shorter than one window: one short window once it has ended
-    for i in range(2):
-        short.push(np.full((1,), i))
-    short.close()
-    window = short.take(timeout=0)
-    assert window.frames.shape[0] == 2 and short.exhausted and short.frames_dropped == 0
 
 
 # -- offline -------------------------------------------------------------------------------------
@@ -272,8 +226,15 @@ def test_bad_input_is_one_line_naming_the_value(files, tmp_path, capsys):
         "camera 7": ["--ckpt", ckpt, "--source", "7", "--json", json_out],
         "--video 0 is a camera index": ["--ckpt", ckpt, "--video", "0", "--json", json_out],
         "missing.ckpt": ["--ckpt", "missing.ckpt", "--video", video, "--json", json_out],
-        "text.ckpt is not a loadable": ["--ckpt", str(files.base / "text.ckpt"), "--video", video, "--json", json_out],
-        "other.ckpt is not a C3DClassifier": [
+        "text.ckpt with torch.load(weights_only=True) (it is not a PyTorch file": [
+            "--ckpt",
+            str(files.base / "text.ckpt"),
+            "--video",
+            video,
+            "--json",
+            json_out,
+        ],
+        "other.ckpt is a bare state dict of 1 tensors (weights only, no training state), not a C3DClassifier": [
             "--ckpt",
             str(files.base / "other.ckpt"),
             "--video",

@@ -18,8 +18,9 @@ relevance; motion precision is measured against optical flow of the window's fra
   values (a map without positive relevance has no precision) are ``null``.
 - ``--show``: a window (``cv2.imshow``) where a display exists; ``q`` or Esc quits.
 
-The model, its clip shape, class names and normalisation come from the checkpoint. Frames are
-resized and centre-cropped as in training (see :func:`frame_prep`). Exit codes: 0 done (live:
+The model, its clip shape, class names and normalisation come from the checkpoint
+(:func:`lightning_selrel.checkpoint.load_classifier`). Frames are resized and centre-cropped as the data
+module validated (:meth:`lightning_selrel.frames.FramePrep.for_checkpoint`). Exit codes: 0 done (live:
 also when stopped with Ctrl-C), 2 bad input (one line on stderr naming it and the fix), 130 an
 offline run stopped with Ctrl-C (its outputs are still finished and playable).
 """
@@ -35,80 +36,19 @@ from typing import Any
 
 import torch
 
-from .classifier import C3DClassifier
+from .checkpoint import CheckpointError, load_classifier
 from .explain import available_methods, check_methods
-from .explain_loop import Outputs, StatusLine, WindowExplainer, json_safe, run_live, run_offline
 from .flow import FLOW_METHODS
+from .frames import FramePrep, FramePrepError
 from .selective import THRESHOLDS
-from .stream import UCF_RATIO, FramePrep, StreamError, VideoSink, display_unavailable, open_source
+from .stream import Outputs, StatusLine, StreamError, VideoSink, display_unavailable, open_source
+from .windows import WindowExplainer, json_safe, run_live, run_offline
 
-__all__ = ["ExplainError", "build_parser", "frame_prep", "load_checkpoint", "main"]
+__all__ = ["ExplainError", "build_parser", "main"]
 
 
 class ExplainError(RuntimeError):
     """A bad argument or checkpoint; the one-line message names it and the fix."""
-
-
-# -- checkpoint ----------------------------------------------------------------------------------
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[C3DClassifier, dict[str, Any]]:
-    """A :class:`C3DClassifier` in eval mode and the data module's hyperparameters saved with it ({} if none).
-
-    Raises:
-        ExplainError: If the file is missing, not a PyTorch file, or not a C3DClassifier checkpoint.
-    """
-    path = Path(path)
-    fix = "pass a .ckpt written by `python -m lightning_selrel fit` (lightning_logs/version_N/checkpoints/)"
-    if not path.is_file():
-        raise ExplainError(f"checkpoint {path} not found: {fix}")
-    try:
-        try:  # memory-mapped: only the small pickled part is read here
-            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):
-                raise
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        if "Weights only load failed" in str(error):
-            reason = "it holds Python objects that torch.load(weights_only=True) refuses"
-        else:
-            reason = f"not a file written by torch.save: {type(error).__name__}"
-        raise ExplainError(f"checkpoint {path} is not a loadable PyTorch checkpoint ({reason}): {fix}") from None
-    hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
-    weights = raw.get("state_dict") if isinstance(raw, dict) else None
-    if (
-        not isinstance(hparams, dict)
-        or not {"num_classes", "clip_shape"} <= set(hparams)
-        or not isinstance(weights, dict)
-        or not any(str(k).startswith("net.") for k in weights)
-    ):
-        raise ExplainError(f"{path} is not a C3DClassifier checkpoint (no C3D hyperparameters and weights): {fix}")
-    try:
-        model = C3DClassifier.load_from_checkpoint(path, map_location=device, weights_only=True)
-    except Exception as error:
-        raise ExplainError(f"checkpoint {path} does not fit C3DClassifier ({str(error)[:160]}): {fix}") from None
-    datamodule = raw.get("datamodule_hyper_parameters") or {}
-    return model.eval(), dict(datamodule) if isinstance(datamodule, dict) else {}
-
-
-def frame_prep(model: C3DClassifier, datamodule: dict[str, Any], resize: Sequence[int] | None = None) -> FramePrep:
-    """How frames are brought to the model's clip (H, W), decided from the checkpoint.
-
-    ``--resize H W`` wins. Otherwise, when the checkpoint's data module had ``resize`` and ``crop``
-    (the UCF-101 preset: 128 x 171, 112), frames keep their aspect ratio and are scaled by the same
-    ratio (128 / 112) before the centre crop; a data module without them (the synthetic data, whose
-    frames are the whole clip) gives ratio 1; a checkpoint without a data module gets the UCF ratio.
-    Frames that already have the clip size are never resized.
-    """
-    clip_hw = (int(model.clip_shape[1]), int(model.clip_shape[2]))
-    if resize is not None:
-        return FramePrep(clip_hw, resize=(int(resize[0]), int(resize[1])), rule="--resize")
-    name = str(datamodule.get("_class_path", "the checkpoint's data module")).rsplit(".", 1)[-1]
-    if "resize" in datamodule and "crop" in datamodule:
-        ratio = min(int(s) for s in datamodule["resize"]) / int(datamodule["crop"])
-        return FramePrep(clip_hw, ratio=ratio, rule=f"{name} resize {datamodule['resize']} / crop {datamodule['crop']}")
-    if datamodule:
-        return FramePrep(clip_hw, ratio=1.0, rule=f"{name} has no resize/crop: frames are the whole clip")
-    return FramePrep(clip_hw, ratio=UCF_RATIO, rule="no data module in the checkpoint: UCF-101 ratio 128/112")
 
 
 # -- command -------------------------------------------------------------------------------------
@@ -124,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m lightning_selrel explain",
         description="Selective explanations of a video file (--video) or a live stream (--source).",
-        epilog="Frames: kept when already the clip size; else scaled (aspect kept) by the checkpoint's data-module "
-        "ratio (UCF-101: 128/112; synthetic: 1) and centre-cropped; --resize overrides. Live: frames that arrive "
+        epilog="Frames: as the checkpoint's data module validated (UCF-101: resized to 128x171, centre crop; "
+        "built-in data: scaled to the clip, aspect kept); --resize overrides. Live: frames that arrive "
         "while a window is explained are dropped, not queued; Ctrl-C stops and finishes the outputs. "
         "Exit codes: 0 done, 2 bad input, 130 offline run interrupted.",
     )
@@ -192,7 +132,7 @@ def main(argv: Sequence[str] | None = None, *, on_window: Callable[[dict[str, An
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
         return _run(args, on_window)
-    except (ExplainError, StreamError) as error:
+    except (ExplainError, StreamError, CheckpointError, FramePrepError) as error:
         print(f"explain: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the loops (they handle Ctrl-C themselves): nothing written yet
@@ -255,8 +195,8 @@ def _run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] |
     live = args.video is None
     capture, source = open_source(args.source if live else args.video)  # before the slow part: typos fail fast
     try:
-        model, datamodule = load_checkpoint(args.ckpt, device)
-        prep = frame_prep(model, datamodule, args.resize)
+        model, datamodule = load_classifier(args.ckpt, device)
+        prep = FramePrep.for_checkpoint(model.clip_shape[1:], datamodule, args.resize)
     except BaseException:
         capture.release()
         raise

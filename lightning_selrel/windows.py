@@ -1,4 +1,4 @@
-"""Explaining a stream of frames window by window: the loops behind ``python -m lightning_selrel explain``.
+"""Windows explained over a source: the loops behind ``python -m lightning_selrel explain``.
 
 :class:`WindowExplainer` classifies one window, explains it with each method, keeps the selective
 relevance, measures it against optical flow and renders input | baseline | selective panels (one
@@ -11,12 +11,11 @@ the newest window of a stream whenever it is free (frames that arrive meanwhile 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,26 +23,17 @@ import torch
 
 from .classifier import C3DClassifier
 from .flow import motion_mask
+from .frames import FramePrep, loop_pad
+from .measure import explain_selective
 from .metrics import clip_scores
 from .render import render_panels
-from .selective import explain_selective
-from .stream import FramePrep, RingBuffer, Source, StreamError, StreamReader, VideoSink, loop_pad
+from .stream import Outputs, RingBuffer, Source, StreamError, StreamReader
+from .tags import TIMINGS, WINDOW_METRICS
 
-__all__ = ["METRICS", "Outputs", "StatusLine", "WindowExplainer", "json_safe", "run_live", "run_offline", "summarise"]
+__all__ = ["METRICS", "WindowExplainer", "json_safe", "run_live", "run_offline", "summarise"]
 
 # Per method and window, in the report; fractions in [0, 1] (see metrics.clip_scores) or milliseconds.
-METRICS = (
-    "precision",
-    "selective_precision",
-    "precision_mass",
-    "selective_precision_mass",
-    "selectivity_area",
-    "selectivity_core",
-    "selectivity_mass",
-    "spatial_bias",
-    "explain_ms",
-    "selective_ms",
-)
+METRICS = WINDOW_METRICS
 
 
 # -- one window ----------------------------------------------------------------------------------
@@ -94,61 +84,15 @@ class WindowExplainer:
                     "probability": float(probability),
                 }
             scores = clip_scores(rel[None], sel[None], flow=motion[None] if motion is not None else None)
-            values = {name: float(scores[name][0]) if name in scores else None for name in METRICS[:-2]}
-            record["methods"][method] = {**values, "explain_ms": result.explain_ms, "selective_ms": result.selective_ms}
+            timing = dict(zip(TIMINGS, (result.explain_ms, result.selective_ms), strict=True))
+            record["methods"][method] = {  # a score the window has no ground truth for is None (JSON null)
+                name: timing[name] if name in timing else float(scores[name][0]) if name in scores else None
+                for name in METRICS
+            }
             pred = record["prediction"]
             title = f"{pred['name']} ({pred['probability']:.2f}) | frames {first}-{record['end']} | n={self.n_std:g}"
             rows.append(render_panels(clip, rel, sel, title=title, labels=("input", method, "selective")))
         return record, np.concatenate(rows, axis=1)  # (T, rows * H', W', 3)
-
-
-# -- outputs -------------------------------------------------------------------------------------
-class StatusLine:
-    """One status line on a terminal stream, overwritten with ``\\r`` at most every ``interval`` seconds."""
-
-    def __init__(self, stream: TextIO | None = sys.stderr, interval: float = 0.5) -> None:
-        self.stream, self.interval, self._last, self._width = stream, interval, -math.inf, 0
-
-    def update(self, text: str) -> None:
-        now = time.monotonic()
-        if self.stream is None or now - self._last < self.interval:
-            return
-        self._last = now
-        self.stream.write("\r" + text.ljust(self._width))
-        self.stream.flush()
-        self._width = len(text)
-
-    def close(self) -> None:
-        if self.stream is not None and self._width:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._width = 0
-
-
-class Outputs:
-    """Where rendered frames go: a :class:`VideoSink`, a window on screen, or both."""
-
-    def __init__(self, sink: VideoSink | None = None, show: bool = False, status: StatusLine | None = None) -> None:
-        self.sink, self.status = sink, status or StatusLine(None)
-        self.title = "lightning_selrel explain (q: quit)" if show else None
-
-    def emit(self, frame: np.ndarray, repeat: int = 1) -> bool:
-        """Write and/or show a frame (H, W, 3) uint8 RGB; False when the viewer asked to quit."""
-        if self.sink is not None:
-            self.sink.write(frame, repeat)
-        if self.title is not None:
-            cv2.imshow(self.title, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                return False
-        return True
-
-    def close(self) -> None:
-        """Finish the video file (it reads back afterwards) and close the window."""
-        self.status.close()
-        if self.title is not None:
-            cv2.destroyAllWindows()
-        if self.sink is not None:
-            self.sink.close()
 
 
 # -- loops ---------------------------------------------------------------------------------------

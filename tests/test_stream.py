@@ -1,0 +1,32 @@
+"""Sources and sinks of the explain command: the ring buffer that drops frames instead of queueing them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lightning_selrel.stream import RingBuffer
+
+
+def test_ring_buffer_keeps_the_newest_window_and_counts_drops():
+    ring = RingBuffer(4)
+    assert ring.take(timeout=0.01) is None  # not full yet
+    for i in range(6):
+        ring.push(np.full((1,), i))
+    window = ring.take(timeout=0)
+    assert (window.first, window.newest) == (2, 5) and window.frames[:, 0].tolist() == [2, 3, 4, 5]
+    assert ring.take(timeout=0.01) is None  # nothing new: the same window is never explained twice
+    for i in range(6, 10):
+        ring.push(np.full((1,), i))
+    assert ring.take(timeout=0).newest == 9
+    # Frames 3 and 4 (complete windows never taken) and 6, 7, 8 were dropped, not queued.
+    assert ring.frames_dropped == 5 and ring.windows_taken + ring.frames_dropped == 10 - 4 + 1
+    ring.push(np.full((1,), 10))
+    ring.close()
+    assert ring.take(timeout=0).newest == 10 and ring.exhausted and ring.take(timeout=5) is None
+
+    short = RingBuffer(4)  # a source shorter than one window: one short window once it has ended
+    for i in range(2):
+        short.push(np.full((1,), i))
+    short.close()
+    window = short.take(timeout=0)
+    assert window.frames.shape[0] == 2 and short.exhausted and short.frames_dropped == 0

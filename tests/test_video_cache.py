@@ -1,0 +1,83 @@
+"""The frame cache: the same clips as decoding, reuse, rebuilds, interrupted entries, the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from ucf_fixture import (
+    RESIZE,
+    make_dm,
+    noise_video,
+    quiet_setup,
+    write_ucf_tree,
+    write_video,
+)
+
+from lightning_selrel.frames import decode_video
+from lightning_selrel.video_cache import build_cache, cache_entry, main
+
+
+def test_cache_gives_the_same_clips_as_decoding(ucf_tree, tmp_path):
+    direct = quiet_setup(make_dm(ucf_tree.root))
+    cached = quiet_setup(make_dm(ucf_tree.root, cache_dir=str(tmp_path / "cache")))
+    assert cached.skipped == direct.skipped == {str(ucf_tree.corrupt): cached.skipped[str(ucf_tree.corrupt)]}
+    for split in ("train", "val"):
+        a = getattr(direct, f"{split}_dataloader")().dataset
+        b = getattr(cached, f"{split}_dataloader")().dataset
+        assert [v.frames for v in a.videos] == [v.frames for v in b.videos]
+        assert all(v.cache is None for v in a.videos) and all(v.cache.is_file() for v in b.videos)
+        for index in range(len(a)):
+            random.seed(index)  # the same window, crop and flip in both
+            clip_a, label_a = a[index]
+            random.seed(index)
+            clip_b, label_b = b[index]
+            assert label_a == label_b
+            torch.testing.assert_close(clip_a, clip_b, rtol=0, atol=0)
+
+
+def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path):
+    tree = write_ucf_tree(tmp_path)
+    cache = tmp_path / "cache"
+    first = build_cache(tree.root, cache, RESIZE, workers=1)
+    assert (first.built, first.reused, list(first.failed)) == (9, 0, [str(tree.corrupt)])
+    entry = cache_entry(cache, Path("YoYo/v_YoYo_g02_c01.avi"), RESIZE)
+    assert json.loads(entry.sidecar.read_text())["frames"] == 0 and not entry.array.exists()
+
+    second = build_cache(tree.root, cache, RESIZE, workers=1)
+    assert (second.built, second.reused) == (0, 9)  # the corrupt file is not decoded again
+
+    changed = tree.root / "YoYo" / "v_YoYo_g01_c01.avi"
+    write_video(changed, noise_video(30, (32, 40), seed=1234))
+    os.utime(changed, ns=(1, 1))  # a new mtime even on coarse file systems
+    third = build_cache(tree.root, cache, RESIZE, workers=1)
+    assert (third.built, third.reused) == (1, 8)
+    np.testing.assert_array_equal(
+        np.load(cache_entry(cache, changed.relative_to(tree.root), RESIZE).array), decode_video(changed, RESIZE)
+    )
+    leftovers = [p for p in cache.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_interrupted_entry_is_rebuilt(tmp_path):
+    tree = write_ucf_tree(tmp_path)
+    cache = tmp_path / "cache"
+    build_cache(tree.root, cache, RESIZE, workers=1)
+    entry = cache_entry(cache, Path("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi"), RESIZE)
+    entry.sidecar.unlink()  # as if killed after the array was written and before the sidecar
+    assert build_cache(tree.root, cache, RESIZE, workers=1).built == 1
+    assert json.loads(entry.sidecar.read_text())["frames"] == tree.frames
+
+
+def test_cache_command_line(tmp_path, capsys):
+    tree = write_ucf_tree(tmp_path)
+    args = ["--root", str(tree.root), "--cache-dir", str(tmp_path / "cache"), "--resize", "20", "24"]
+    assert main(args) == 0
+    assert "9 videos decoded, 0 already cached, 1 unreadable" in capsys.readouterr().out
+    main(args)
+    assert "0 videos decoded, 9 already cached" in capsys.readouterr().out
+    assert (tmp_path / "cache" / "20x24" / "YoYo" / "v_YoYo_g01_c01.npy").is_file()
