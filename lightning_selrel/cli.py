@@ -9,9 +9,11 @@ checkpoint carries everything needed to rebuild and annotate it.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
+from jsonargparse import Namespace
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
@@ -54,8 +56,14 @@ class SelrelCLI(LightningCLI):
 
     @override
     def before_instantiate_classes(self) -> None:
-        """Keep one monitor: a preset that adds one (``callbacks/selrel_monitor.yaml``) replaces the default."""
+        """Keep one monitor: a preset that adds one (``callbacks/selrel_monitor.yaml``) replaces the default; and
+        the default logger without Lightning's ``hp_metric`` placeholder (the monitor writes the HParams entry)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.trainer.logger in (None, True):  # what the Trainer would build, with the placeholder off
+            config.trainer.logger = Namespace(
+                class_path="pytorch_lightning.loggers.TensorBoardLogger",
+                init_args=Namespace(save_dir=config.trainer.default_root_dir or os.getcwd(), default_hp_metric=False),
+            )
         callbacks = config.trainer.callbacks
         if not isinstance(callbacks, list):
             return

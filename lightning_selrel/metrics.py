@@ -47,6 +47,7 @@ __all__ = [
     "clip_scores",
     "motion_mass_precision",
     "motion_precision",
+    "rank_correlation",
     "relevance_agreement",
     "relevant_area",
     "selectivity",
@@ -264,6 +265,36 @@ def clip_scores(
     scores[mass] = kept_mass
     scores[bias] = 1.0 - kept_mass
     return scores
+
+
+def _ranks(x: Tensor) -> Tensor:
+    """1-based ranks of a 1-D tensor, ties getting the mean of their ranks (float64)."""
+    order = x.argsort(stable=True)
+    _, inverse, counts = torch.unique_consecutive(x[order], return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).to(torch.float64)  # the last rank of each group of ties
+    mean_rank = ends - (counts.to(torch.float64) - 1) / 2
+    ranks = torch.empty(x.shape, dtype=torch.float64, device=x.device)
+    ranks[order] = mean_rank[inverse]
+    return ranks
+
+
+def rank_correlation(x: Tensor, y: Tensor) -> float:
+    """Spearman's rank correlation of two per-clip values (ties get average ranks); NaN pairs are left out.
+
+    Returns:
+        A float in [-1, 1], or NaN when fewer than 3 pairs remain or either side is constant.
+    """
+    x, y = torch.as_tensor(x).flatten().double(), torch.as_tensor(y).flatten().double()
+    if x.shape != y.shape:
+        raise ValueError(f"rank_correlation needs values of the same length, got {tuple(x.shape)} and {tuple(y.shape)}")
+    valid = ~(x.isnan() | y.isnan())
+    x, y = x[valid], y[valid]
+    if x.numel() < 3:
+        return float("nan")
+    rx, ry = _ranks(x), _ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = (rx.square().sum() * ry.square().sum()).sqrt()
+    return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
 
 
 class _ClipMeanStd(Metric):

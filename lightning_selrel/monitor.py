@@ -31,9 +31,12 @@ selective) and a custom-scalars layout "selrel: spatial bias".
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
@@ -43,12 +46,14 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 from typing_extensions import override
 
-from . import tags
+from . import dashboard, tags
+from .behaviour import behaviour as behaviour_scores
+from .behaviour import reliance_for_ranking
 from .explain import check_methods
 from .flow import FLOW_METHODS
 from .measure import explain_selective
-from .metrics import MeanStd, clip_scores, relevance_agreement
-from .probe_set import ProbeSet, choose_indices, load_probe, stage_dataset
+from .metrics import MeanStd, clip_scores, rank_correlation, relevance_agreement
+from .probe_set import ProbeSet, choose_indices, dataset_labels, load_probe, stage_dataset
 from .render import render_panels, write_gif
 from .selective import THRESHOLDS, Threshold
 
@@ -81,6 +86,11 @@ class SelectiveRelevanceMonitor(Callback):
             does not select nothing when change is widespread, as with camera motion).
         core_mass: The relevance *core* of a map is the fewest voxels holding this share of its positive
             relevance; ``selectivity_core`` and ``agreement_core`` use it as the relevant area.
+        behaviour: Also log the model's behaviour on the probe clips with the motion removed or scrambled
+            (``selrel/behaviour/...``: four extra forward passes per clip) and, per method, the rank correlation of
+            spatial bias with motion reliance.
+        per_class: Draw the probe set stratified by class, this many clips per class (all of a smaller class),
+            instead of ``num_clips`` at random. The per-class table and chart are written either way.
     """
 
     def __init__(
@@ -99,6 +109,8 @@ class SelectiveRelevanceMonitor(Callback):
         batch_size: int = 8,
         threshold: Threshold = "std",
         core_mass: float = 0.5,
+        behaviour: bool = True,
+        per_class: int | None = None,
     ) -> None:
         super().__init__()
         methods = check_methods(methods)
@@ -106,6 +118,8 @@ class SelectiveRelevanceMonitor(Callback):
             raise ValueError(f"threshold must be one of {list(THRESHOLDS)}, got {threshold!r}")
         if not 0 < core_mass <= 1:
             raise ValueError(f"core_mass must be in (0, 1], got {core_mass}")
+        if per_class is not None and per_class < 1:
+            raise ValueError(f"per_class must be at least 1 (or null for a draw of num_clips), got {per_class}")
         if target not in ("predicted", "label"):
             raise ValueError(f"target must be 'predicted' or 'label', got {target!r}")
         if flow_method not in FLOW_METHODS:
@@ -136,6 +150,8 @@ class SelectiveRelevanceMonitor(Callback):
         self.batch_size = int(batch_size)
         self.threshold = threshold
         self.core_mass = float(core_mass)
+        self.behaviour = bool(behaviour)
+        self.per_class = int(per_class) if per_class is not None else None
 
         self.probe_indices: dict[str, list[int]] = {}  # stage -> dataset indices; saved in checkpoints
         self._probes: dict[str, ProbeSet] = {}
@@ -162,6 +178,7 @@ class SelectiveRelevanceMonitor(Callback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write_layout(trainer)
+        self._write_hparams(trainer, pl_module)
 
     @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -198,18 +215,64 @@ class SelectiveRelevanceMonitor(Callback):
     # -- the work ------------------------------------------------------------------------------
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         probe = self._probe(trainer, stage)
-        values, maps = self._measure(pl_module, probe)
+        values, maps, bias = self._measure(pl_module, probe)
+        per_clip = {"label": probe.labels.to(torch.float64), **{f"bias/{m}": b.cpu() for m, b in bias.items()}}
+        if self.behaviour:
+            clips = probe.clips.to(pl_module.device)
+            scores = behaviour_scores(pl_module, clips, probe.labels, batch_size=self.batch_size)
+            self._log_behaviour(values, scores, pl_module.device)
+            per_clip.update(correct=scores["acc"], reliance=scores["reliance"])
+        per_clip = self._gather(trainer, pl_module, per_clip, len(probe.indices))  # every rank's clips
+        if self.behaviour:
+            ranked = reliance_for_ranking(per_clip["reliance"])  # ties, not noise, where nothing moves
+            for method in self.methods:
+                rho = rank_correlation(per_clip[f"bias/{method}"], ranked)
+                if not math.isnan(rho):
+                    values[tags.method_tag(method, tags.CORRELATION)] = rho
+        values.update(dashboard.bands(values, dashboard.banded_tags(self.methods, self.behaviour)))
         for name, value in values.items():
             pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=False)
-        if trainer.is_global_zero and self.num_videos > 0:
-            self._write_media(trainer, pl_module, probe, maps)
+        if trainer.is_global_zero:
+            if self.num_videos > 0:
+                self._write_media(trainer, pl_module, probe, maps)
+            self._write_per_class(trainer, pl_module, per_clip)
+
+    def _log_behaviour(self, values: dict[str, float], scores: dict[str, Tensor], device: torch.device) -> None:
+        """Means over the probe clips (synced over ranks); ``reliance`` also gets its population std."""
+        for name, per_clip in scores.items():
+            result = self._compute(MeanStd(), device, per_clip)
+            if name == "reliance":
+                self._put(values, tags.behaviour_tag(name), result["mean"], result["std"])
+            elif not torch.isnan(result["mean"]):
+                values[tags.behaviour_tag(name)] = float(result["mean"])
+
+    @staticmethod
+    def _gather(
+        trainer: pl.Trainer, pl_module: pl.LightningModule, columns: dict[str, Tensor], total: int
+    ) -> dict[str, Tensor]:
+        """Per-clip columns (n,) of this rank's share, gathered from every rank in probe order (contiguous shares)."""
+        if trainer.world_size == 1:
+            return {name: column.cpu().to(torch.float64) for name, column in columns.items()}
+        names = list(columns)
+        longest = len(np.array_split(np.arange(total), trainer.world_size)[0])
+        rows = torch.full((longest, len(names) + 1), torch.nan, dtype=torch.float64)
+        share = next(iter(columns.values())).shape[0]
+        if share:
+            rows[:share, :-1] = torch.stack([columns[name].cpu().to(torch.float64) for name in names], dim=1)
+            rows[:share, -1] = 1.0  # this row holds a clip (padding rows do not)
+        gathered = pl_module.all_gather(rows.to(pl_module.device)).reshape(-1, len(names) + 1).cpu()
+        kept = gathered[gathered[:, -1] == 1.0]
+        return {name: kept[:, i] for i, name in enumerate(names)}
 
     def _probe(self, trainer: pl.Trainer, stage: str) -> ProbeSet:
         if stage in self._probes:
             return self._probes[stage]
         dataset = stage_dataset(trainer, stage)
         stored = self.probe_indices.get(stage)
-        indices = choose_indices(len(dataset), self.num_clips, self.seed, stored=stored, stage=stage)
+        labels = dataset_labels(dataset) if self.per_class is not None else None
+        indices = choose_indices(
+            len(dataset), self.num_clips, self.seed, stored=stored, stage=stage, labels=labels, per_class=self.per_class
+        )
         self.probe_indices[stage] = indices
         probe = load_probe(
             dataset,
@@ -223,8 +286,11 @@ class SelectiveRelevanceMonitor(Callback):
         self._probes[stage] = probe
         return probe
 
-    def _measure(self, pl_module: pl.LightningModule, probe: ProbeSet) -> tuple[dict[str, float], dict[str, Any]]:
-        """Explain this rank's probe clips with every method; returns synced scalars and this rank's maps."""
+    def _measure(
+        self, pl_module: pl.LightningModule, probe: ProbeSet
+    ) -> tuple[dict[str, float], dict[str, Any], dict[str, Tensor]]:
+        """Explain this rank's probe clips with every method; returns synced scalars, this rank's maps and its
+        per-clip spatial bias per method."""
         device = pl_module.device
         clips = probe.clips.to(device)
         flow = probe.flow_masks.to(device)
@@ -233,11 +299,13 @@ class SelectiveRelevanceMonitor(Callback):
         values: dict[str, float] = {}
         relevance: dict[str, Tensor] = {}
         maps: dict[str, Any] = {}
+        bias: dict[str, Tensor] = {}
         for method in self.methods:
             rel, sel, logits, explain_ms, selective_ms = self._explain(pl_module, clips, method, target)
             relevance[method] = rel
             maps[method] = (rel[: self.num_videos].cpu(), sel[: self.num_videos].cpu(), logits[: self.num_videos])
             scores = clip_scores(rel, sel, flow=flow, exact=exact, core_mass=self.core_mass)
+            bias[method] = scores["spatial_bias"]
             for name, per_clip in scores.items():
                 result = self._compute(MeanStd(), device, per_clip)
                 self._put(values, tags.method_tag(method, name), result["mean"], result["std"])
@@ -256,7 +324,7 @@ class SelectiveRelevanceMonitor(Callback):
                 agreement = relevance_agreement(relevance[first], relevance[second], fraction=self.core_mass, **options)
                 result = self._compute(MeanStd(), device, agreement)
                 self._put(values, tags.agreement_tag(kind, first, second), result["mean"], result["std"])
-        return values, maps
+        return values, maps, bias
 
     def _explain(
         self, pl_module: pl.LightningModule, clips: Tensor, method: str, target: Tensor | None
@@ -316,17 +384,7 @@ class SelectiveRelevanceMonitor(Callback):
         if writer is None or id(writer) in self._layout_written:
             return
         self._layout_written.add(id(writer))
-        charts = {
-            "spatial bias, all methods": ["Multiline", [tags.method_tag(m, "spatial_bias") for m in self.methods]],
-        }
-        for m in self.methods:
-            names = [*tags.PRECISION["flow"][2:], *tags.PRECISION["exact"][2:], *tags.PRECISION["flow"][:2]]
-            names += tags.PRECISION["exact"][:2]
-            charts[f"{m}: motion precision, baseline vs selective"] = [
-                "Multiline",
-                [tags.method_tag(m, name) for name in names],
-            ]
-        writer.add_custom_scalars({"selrel: spatial bias": charts})
+        writer.add_custom_scalars(dashboard.layout(self.methods, behaviour=self.behaviour))
 
     def _write_media(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: ProbeSet, maps: dict[str, Any]
@@ -351,6 +409,71 @@ class SelectiveRelevanceMonitor(Callback):
                     probe.clips[i], rel[i], sel[i], title=title, labels=("input", method, "selective")
                 )
                 write_gif(writer, tags.method_tag(method, f"clip_{k}"), frames, _logging_step(trainer), self.fps)
+        writer.flush()
+
+    def _write_per_class(self, trainer: pl.Trainer, pl_module: pl.LightningModule, per_clip: dict[str, Tensor]) -> None:
+        """The per-class table (most static first) as a TensorBoard text and a CSV row per class in the run's log
+        folder, and a bar chart of the per-class spatial bias as a TensorBoard image."""
+        writer = self._tensorboard(trainer)
+        if writer is None:
+            return
+        labels = [int(label) for label in per_clip["label"].tolist()]
+        names = list(getattr(pl_module, "class_names", None) or [])
+        rows = dashboard.per_class_rows(
+            labels,
+            names,
+            {m: per_clip[f"bias/{m}"].tolist() for m in self.methods},
+            reliance=per_clip["reliance"].tolist() if "reliance" in per_clip else None,
+            correct=per_clip["correct"].tolist() if "correct" in per_clip else None,
+        )
+        step, epoch = _logging_step(trainer), trainer.current_epoch
+        setting = f"n_std={self.n_std:g}, threshold={self.threshold}"
+        heading = (
+            f"**Spatial bias per class** by method, epoch {epoch}, step {step} ({setting}; most static first; "
+            "reliance: probability lost when the clip is frozen; acc: on the probe clips). Means over each "
+            "class's probe clips; - where no clip of the class has a value."
+        )
+        headers = {"class_index": "#", **{f"spatial_bias_{m}": m for m in self.methods}}
+        writer.add_text("selrel/per_class", dashboard.markdown_table(rows, heading, headers), step)
+        png, height, width = dashboard.bar_chart_png(
+            rows, self.methods, f"spatial bias per class, epoch {epoch} ({setting})"
+        )
+        writer._get_file_writer().add_summary(
+            dashboard.image_summary("selrel/per_class/spatial_bias", png, height, width), step
+        )
+        # The logger's folder (Trainer.log_dir broadcasts from rank 0, and this runs on rank 0 alone).
+        log_dir = next((lg.log_dir for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if log_dir:
+            dashboard.append_csv(Path(log_dir) / "selrel_per_class.csv", rows, epoch=epoch, step=step)
+        writer.flush()
+
+    def _write_hparams(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The run's entry in the HParams tab: what the comparison turns on, with the final val/acc and spatial
+        bias per method as its metric columns. Written before Lightning's own (TensorBoard keeps the first)."""
+        writer = self._tensorboard(trainer)
+        if writer is None or not trainer.is_global_zero:
+            return
+        model = dict(getattr(pl_module, "hparams", {}) or {})
+        data = dict(getattr(trainer.datamodule, "hparams", {}) or {}) if trainer.datamodule is not None else {}
+        optimizers = getattr(trainer, "optimizers", None) or []
+        params: dict[str, Any] = {
+            "selrel/methods": ",".join(self.methods),
+            "selrel/n_std": self.n_std,
+            "selrel/threshold": self.threshold,
+            "selrel/probe_clips": self.num_clips if self.per_class is None else f"{self.per_class} per class",
+            "selrel/target": self.target,
+            "model": type(pl_module).__name__,
+            "model/width": model.get("width"),
+            "model/arch": model.get("arch"),
+            "data": type(trainer.datamodule).__name__ if trainer.datamodule is not None else None,
+            "data/cue": data.get("cue"),
+            "data/camera_speed": data.get("camera_speed"),
+            "optimizer": type(optimizers[0]).__name__ if optimizers else None,
+            "lr": optimizers[0].param_groups[0]["lr"] if optimizers else None,
+        }
+        metrics = ["val/acc", *(tags.method_tag(m, "spatial_bias") for m in self.methods)]
+        for summary in dashboard.hparams_summaries(params, metrics):
+            writer._get_file_writer().add_summary(summary)
         writer.flush()
 
 

@@ -1,6 +1,7 @@
 """The probe set: fixed validation clips that are explained, epoch after epoch, with their motion masks.
 
-:func:`choose_indices` draws the clips once from a seed (or keeps a restored draw); :func:`load_probe` loads
+:func:`choose_indices` draws the clips once from a seed, at random or ``per_class`` clips of every class
+(or keeps a restored draw); :func:`load_probe` loads
 one rank's share of them with the motion ground truth computed once (optical flow on the raw frames, plus the
 data's exact masks when items carry them); :func:`stage_dataset` finds the dataset of a trainer's
 validation or test loader, and :func:`check_item` says what is wrong with an item that does not fit. The
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from .flow import motion_mask
 
-__all__ = ["ProbeSet", "check_item", "choose_indices", "load_probe", "stage_dataset"]
+__all__ = ["ProbeSet", "check_item", "choose_indices", "dataset_labels", "load_probe", "stage_dataset"]
 
 
 @dataclass
@@ -68,6 +69,16 @@ def stage_dataset(trainer: pl.Trainer, stage: str, owner: str = "SelectiveReleva
     return dataset
 
 
+def dataset_labels(dataset: Any) -> list[int]:
+    """The label of every item: the dataset's ``labels`` (the built-in data and UCF-101 have them), else read
+    from the items one by one (slow for video files: give a dataset a ``labels`` sequence to avoid it)."""
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        return [int(label) for label in labels]
+    rank_zero_info(f"{type(dataset).__name__} has no `labels`: reading every item's label to draw per class")
+    return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
 def choose_indices(
     size: int,
     num_clips: int,
@@ -76,13 +87,41 @@ def choose_indices(
     stored: list[int] | None = None,
     stage: str = "val",
     owner: str = "SelectiveRelevanceMonitor",
+    labels: list[int] | None = None,
+    per_class: int | None = None,
 ) -> list[int]:
-    """``min(num_clips, size)`` distinct indices of a dataset of ``size`` items, sorted, drawn from ``seed``.
+    """Distinct indices of a dataset of ``size`` items, sorted, drawn from ``seed``: ``min(num_clips, size)``
+    of them, or with ``per_class`` (and the items' ``labels``) that many of every class (all of a smaller one).
 
-    A ``stored`` draw (restored from a checkpoint) is kept when it still fits the dataset and ``num_clips``;
+    A ``stored`` draw (restored from a checkpoint) is kept when it still fits the dataset and the count;
     otherwise a new one is drawn, with a warning.
     """
-    count = min(num_clips, size)
+    rng = np.random.default_rng(seed)
+    if per_class is None:
+        count = min(num_clips, size)
+
+        def draw() -> list[int]:
+            return sorted(int(i) for i in rng.choice(size, size=count, replace=False))
+    else:
+        if labels is None or len(labels) != size:
+            raise ValueError(f"a per-class draw needs the label of each of the {size} items")
+        by_class: dict[int, list[int]] = {}
+        for index, label in enumerate(labels):
+            by_class.setdefault(int(label), []).append(index)
+        count = sum(min(per_class, len(items)) for items in by_class.values())
+        small = sorted(c for c, items in by_class.items() if len(items) < per_class)
+        if small:
+            rank_zero_info(
+                f"{owner}: classes {small} have fewer than per_class={per_class} {stage} clips: all are used"
+            )
+
+        def draw() -> list[int]:
+            chosen = []
+            for label in sorted(by_class):
+                items = by_class[label]
+                chosen += [int(i) for i in rng.choice(items, size=min(per_class, len(items)), replace=False)]
+            return sorted(chosen)
+
     if stored and max(stored) < size and len(stored) == count:
         return list(stored)
     if stored:
@@ -90,12 +129,11 @@ def choose_indices(
             f"{owner}: the restored probe clips {stored} do not fit num_clips={num_clips} "
             f"and a {stage} set of {size} clips; drawing a new probe set (earlier epochs used other clips)."
         )
-    if count < num_clips:
+    if per_class is None and count < num_clips:
         rank_zero_warn(
             f"{owner}: the {stage} set has only {size} clips, fewer than num_clips={num_clips}; using all of them."
         )
-    rng = np.random.default_rng(seed)
-    return sorted(int(i) for i in rng.choice(size, size=count, replace=False))
+    return draw()
 
 
 def check_item(item: Any, index: int, stage: str, owner: str = "SelectiveRelevanceMonitor") -> Any:

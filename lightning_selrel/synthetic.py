@@ -157,6 +157,11 @@ class MotionContextDataset(Dataset):
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def labels(self) -> list[int]:
+        """The class of every clip, without rendering any (clip ``i`` is of class ``i % num_classes``)."""
+        return [i % self.num_classes for i in range(self.size)]
+
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, _SPLITS[self.split], index])
 
@@ -174,7 +179,7 @@ class MotionContextDataset(Dataset):
 
     def _draw(self, index: int, rng: np.random.Generator) -> ClipParams:
         k = self.num_classes
-        label = index % k  # balanced classes; the loader shuffles
+        label = index % k  # balanced classes; the loader shuffles (see `labels`)
         # Both cues are always drawn, so the random stream is the same whatever the cue.
         random_direction = rng.uniform(0.0, 2 * math.pi)
         random_orientation = rng.uniform(0.0, math.pi)

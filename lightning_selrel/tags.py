@@ -12,6 +12,8 @@ from __future__ import annotations
 
 __all__ = [
     "AGREEMENTS",
+    "BEHAVIOUR",
+    "CORRELATION",
     "FRACTIONS",
     "PREFIX",
     "PRECISION",
@@ -22,6 +24,8 @@ __all__ = [
     "TIMINGS",
     "WINDOW_METRICS",
     "agreement_tag",
+    "band_tag",
+    "behaviour_tag",
     "method_tag",
 ]
 
@@ -47,6 +51,19 @@ TIMINGS: tuple[str, str] = ("explain_ms", "selective_ms")
 FRACTIONS: tuple[str, ...] = (*SCORES, *SHARES)
 #: Agreement of two methods: IoU of their areas ``R > 0`` (the paper's Table 2), or of their relevance cores.
 AGREEMENTS: tuple[str, str] = ("agreement", "agreement_core")
+#: The model's behaviour with the motion removed (:mod:`lightning_selrel.behaviour`), ``selrel/behaviour/<name>``:
+#: accuracies and shares of clips (no ``_std``), and ``reliance``, the probability lost when frozen (with ``_std``).
+BEHAVIOUR: tuple[str, ...] = (
+    "acc",
+    "acc_frozen",
+    "acc_shuffled",
+    "acc_reversed",
+    "unchanged_frozen",
+    "contrasted_acc",
+    "reliance",
+)
+#: Per method: Spearman's rank correlation over probe clips between spatial bias and behavioural reliance.
+CORRELATION = "bias_reliance_spearman"
 #: What the ``explain`` command reports per method and window (it has no exact masks).
 WINDOW_METRICS: tuple[str, ...] = (*PRECISION["flow"], *SELECTIVITY, *TIMINGS)
 
@@ -54,6 +71,17 @@ WINDOW_METRICS: tuple[str, ...] = (*PRECISION["flow"], *SELECTIVITY, *TIMINGS)
 def method_tag(method: str, name: str) -> str:
     """``selrel/<method>/<name>``."""
     return f"{PREFIX}/{method}/{name}"
+
+
+def behaviour_tag(name: str) -> str:
+    """``selrel/behaviour/<name>``, ``name`` one of :data:`BEHAVIOUR`."""
+    return f"{PREFIX}/behaviour/{name}"
+
+
+def band_tag(tag: str, side: str) -> str:
+    """The mean - std (``side="lower"``) or mean + std (``"upper"``) of ``tag``, for TensorBoard's margin charts:
+    ``selrel_band/<the rest of tag>/<side>``, outside the ``selrel`` group so the Scalars tab stays readable."""
+    return f"{PREFIX}_band/{tag.removeprefix(PREFIX + '/')}/{side}"
 
 
 def agreement_tag(kind: str, first: str, second: str) -> str:

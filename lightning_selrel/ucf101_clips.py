@@ -85,6 +85,11 @@ class UCF101Clips(Dataset):
     def __len__(self) -> int:
         return len(self.videos) * self.clips_per_video
 
+    @property
+    def labels(self) -> list[int]:
+        """The class of every item, without decoding (items are video-major: ``clips_per_video`` per video)."""
+        return [video.label for video in self.videos for _ in range(self.clips_per_video)]
+
     def frame_ids(self, frames: int, clip: int) -> np.ndarray:
         """Indices (T,) of the frames of window ``clip`` in a video of ``frames`` frames, loop-padded."""
         span = frames - self.clip_len

@@ -16,6 +16,7 @@ from lightning_selrel.metrics import (
     clip_scores,
     motion_mass_precision,
     motion_precision,
+    rank_correlation,
     relevance_agreement,
     relevant_area,
     selectivity,
@@ -290,3 +291,16 @@ def test_no_baseline_metric_is_fixed_by_the_clip_or_the_other_method():
                 method,
                 other,
             )
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_rank_correlation_equals_scipy(seed):
+    from scipy.stats import spearmanr
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 4, (25,), generator=g).double()  # ties
+    y = torch.randn(25, generator=g, dtype=torch.float64)
+    y[5] = float("nan")
+    keep = ~y.isnan()
+    assert rank_correlation(x, y) == pytest.approx(spearmanr(x[keep], y[keep]).statistic, abs=1e-12)
+    assert torch.isnan(torch.tensor(rank_correlation(torch.ones(5), torch.arange(5.0))))

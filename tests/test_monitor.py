@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import re
 import warnings
 from pathlib import Path
 
@@ -12,13 +14,17 @@ from events import FRACTIONS, images, layout, load, scalars
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from lightning_selrel import C3DClassifier, MotionContextDataModule, SelectiveRelevanceMonitor
+from lightning_selrel import C3DClassifier, MotionContextDataModule, SelectiveRelevanceMonitor, tags
 from lightning_selrel.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (16, 16, 16)
 # Scores of the selective map: a method whose selective map is empty on every clip has none of them.
 SELECTIVE_SCORES = {name for name in FRACTIONS if name.startswith("selective_") and not name.endswith("no_relevance")}
+
+
+def gifs_and_charts(events) -> dict:
+    return images(events)
 
 
 def _setup(val_size: int = 8, **monitor_kwargs):
@@ -76,13 +82,66 @@ def test_fit_logs_every_tag_the_gifs_and_the_layout(tmp_path):
                 assert 0.0 <= logged[f"selrel/{m}/{name}"][-1][1] <= 1.0, (m, name)
     assert logged["selrel/dtd/selective_no_relevance"][-1][1] < 1.0
     assert {"selrel/agreement/dtd_vs_gradcam", "selrel/agreement/gradcam_vs_gradcam_t_std"} <= set(logged)
-    gifs = images(events)
+    gifs = {tag: v for tag, v in images(events).items() if "/clip_" in tag}
     assert set(gifs) == {"selrel/dtd/clip_0", "selrel/gradcam/clip_0", "selrel/gradcam_t/clip_0"}
     # The GIFs sit at the step of the scalars they illustrate.
     assert gifs["selrel/dtd/clip_0"][0].step == logged["selrel/dtd/precision"][0][0]
-    charts = {chart.title: list(chart.multiline.tag) for c in layout(events).category for chart in c.chart}
-    assert charts["spatial bias, all methods"] == [f"selrel/{m}/spatial_bias" for m in ("dtd", "gradcam", "gradcam_t")]
-    assert "selrel/dtd/selective_precision" in charts["dtd: motion precision, baseline vs selective"]
+    charts = {chart.title: chart for c in layout(events).category for chart in c.chart}
+    bias = [re.sub(r"\\(.)", r"\1", t[:-1]) for t in charts["spatial bias, all methods"].multiline.tag]
+    assert bias == [f"selrel/{m}/spatial_bias" for m in ("dtd", "gradcam", "gradcam_t")]
+    # Every chart's regular expressions match exactly the tags they name, never a _std companion (TensorBoard
+    # applies them with re.match); every margin chart's three tags are logged.
+    for title, chart in charts.items():
+        for pattern in chart.multiline.tag:
+            matched = [tag for tag in logged if re.match(pattern, tag)]
+            assert matched in ([re.sub(r"\\(.)", r"\1", pattern[:-1])], []), (title, pattern, matched)
+        for series in chart.margin.series:  # all three logged, or none (a mean without any valid clip)
+            present = {series.value, series.lower, series.upper} & set(logged)
+            assert present in (set(), {series.value, series.lower, series.upper}), (title, series)
+    # The behavioural cross-check and its relation to spatial bias.
+    for name in tags.BEHAVIOUR:
+        assert 0.0 <= logged[tags.behaviour_tag(name)][-1][1] <= 1.0 or name == "reliance", name
+    assert -1.0 <= logged[tags.behaviour_tag("reliance")][-1][1] <= 1.0
+    # (No rank correlation here: an untrained model's reliance is 0 at the resolution of 0.001 on every clip.)
+    # The per-class view: a text table, a bar chart and a CSV in the run's folder.
+    assert "selrel/per_class/spatial_bias" in gifs_and_charts(events)
+    assert events.Tensors("selrel/per_class/text_summary")
+    rows = (tmp_path / "selrel_per_class.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,step,class_index,class,clips,acc,reliance,spatial_bias_dtd") and len(rows) > 1
+
+
+def test_a_per_class_probe_set_draws_k_clips_of_every_class(tmp_path):
+    dm, model, monitor = _setup(val_size=20, per_class=2, behaviour=False)
+    _trainer(tmp_path, monitor).fit(model, dm)
+    indices = monitor.probe_indices["val"]
+    assert sorted(i % 4 for i in indices) == [0, 0, 1, 1, 2, 2, 3, 3]  # clip i is of class i % 4
+    table = load(tmp_path).Tensors("selrel/per_class/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert table.count("| moves ") == 4 and "| 2 |" in table  # one row per class, 2 clips each
+    assert not any(tag.startswith("selrel/behaviour/") for tag in scalars(load(tmp_path)))
+    with pytest.raises(ValueError, match="per_class must be at least 1"):
+        SelectiveRelevanceMonitor(per_class=0)
+
+
+def test_the_cli_run_has_one_hparams_entry_with_the_comparison_and_no_placeholder(tmp_path, monkeypatch):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    monkeypatch.chdir(tmp_path)
+    tiny = [
+        "--model.width=2",
+        "--model.fc_dim=8",
+        "--data.init_args.clip_shape=[16,16,16]",
+        "--data.init_args.val_size=8",
+    ]
+    options = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.enable_progress_bar=false"]
+    main(["fit", *tiny, "--data.init_args.train_size=8", "--data.init_args.batch_size=4", *options])
+    events = load(tmp_path / "lightning_logs" / "version_0")
+    assert "hp_metric" not in scalars(events)
+    content = events.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert [m.name.tag for m in experiment.metric_infos][:2] == ["val/acc", "selrel/dtd/spatial_bias"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["selrel/threshold"].string_value == "std" and start.hparams["lr"].number_value == 1e-3
+    assert start.hparams["data/cue"].string_value == "both" and start.hparams["model/width"].number_value == 2
 
 
 def test_no_validation_data_fails_before_training(tmp_path):
@@ -220,6 +279,15 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     for key in compared:
         torch.testing.assert_close(ddp_metrics[key].double(), single_metrics[key].double(), atol=1e-6, rtol=1e-6)
     assert len(list((tmp_path / "ddp").rglob("events.out.tfevents.*"))) == 1
-    gifs = images(load(tmp_path / "ddp"))
+    written = images(load(tmp_path / "ddp"))
+    gifs = {tag: v for tag, v in written.items() if "/clip_" in tag}
     assert set(gifs) == {f"selrel/{m}/clip_{k}" for m in methods for k in (0, 1)}
     assert all(len(v) == 1 for v in gifs.values())
+    assert len(written["selrel/per_class/spatial_bias"]) == 1  # rank 0 alone, from every rank's clips
+    # The per-class table gathers every rank's clips: the same rows as one process.
+    read = [list(csv.DictReader((tmp_path / run / "selrel_per_class.csv").open())) for run in ("ddp", "single")]
+    assert len(read[0]) == len(read[1]) >= 2
+    for ddp_row, single_row in zip(*read, strict=True):
+        assert ddp_row["class"] == single_row["class"] and ddp_row["clips"] == single_row["clips"]
+        for key in ("acc", "reliance", "spatial_bias_dtd", "spatial_bias_guided_backprop"):
+            assert float(ddp_row[key]) == pytest.approx(float(single_row[key]), abs=1e-6), key

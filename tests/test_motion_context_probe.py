@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from events import load, scalars
 
+from lightning_selrel import tags
 from lightning_selrel.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +36,9 @@ def _train(cue: str, root: Path) -> dict[str, float]:
             f"--trainer.default_root_dir={root / cue}",
         ]
     )
-    return {tag: values[-1][1] for tag, values in scalars(load(cli.trainer.log_dir)).items()}
+    logged = scalars(load(cli.trainer.log_dir))
+    last = logged["val/acc"][-1][0]  # the last validation's step: a tag not logged there has no current value
+    return {tag: values[-1][1] for tag, values in logged.items() if values[-1][0] == last}
 
 
 @pytest.mark.slow
@@ -49,7 +52,20 @@ def test_monitor_tells_the_motion_model_from_the_context_model(tmp_path):
         for m in METHODS
     )
     print(report)
+    behaviour = " | ".join(
+        f"{name} motion {motion[tags.behaviour_tag(name)]:.3f} context {context[tags.behaviour_tag(name)]:.3f}"
+        for name in tags.BEHAVIOUR
+    )
+    print(behaviour)
     assert motion["val/acc"] > 0.9 and context["val/acc"] > 0.9, "both models must have learned their cue"
+    # The behavioural second opinion orders the models as spatial bias does: without motion the context model
+    # keeps its predictions, the motion model loses them.
+    assert context[tags.behaviour_tag("acc_frozen")] > motion[tags.behaviour_tag("acc_frozen")], behaviour
+    assert context[tags.behaviour_tag("unchanged_frozen")] > motion[tags.behaviour_tag("unchanged_frozen")], behaviour
+    assert motion[tags.behaviour_tag("reliance")] > context[tags.behaviour_tag("reliance")], behaviour
+    assert motion[tags.behaviour_tag("contrasted_acc")] > context[tags.behaviour_tag("contrasted_acc")], behaviour
+    # Clip by clip, a rank correlation of spatial bias with reliance where reliance varies (the motion model).
+    assert -1.0 <= motion[tags.method_tag("dtd", tags.CORRELATION)] <= 1.0
     for m in ("dtd", "guided_backprop", "guided_gradcam"):
         assert context[f"selrel/{m}/spatial_bias"] > motion[f"selrel/{m}/spatial_bias"], report
         assert motion[f"selrel/{m}/selective_mask_precision"] > context[f"selrel/{m}/selective_mask_precision"], report

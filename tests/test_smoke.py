@@ -67,8 +67,10 @@ def test_every_selrel_tag_is_present_finite_and_a_fraction(run):
 
 
 def test_heatmap_gifs_are_written(run):
-    gifs = images(load(run[1]))
+    written = images(load(run[1]))
+    gifs = {tag: v for tag, v in written.items() if "/clip_" in tag}
     assert set(gifs) == {f"selrel/{m}/clip_{k}" for m in DEFAULT_METHODS for k in (0, 1)}
+    assert len(written["selrel/per_class/spatial_bias"]) == 2  # the per-class chart, one per validation epoch
     for tag, events in gifs.items():
         assert len(events) == 2, tag
         blob = events[-1].encoded_image_string

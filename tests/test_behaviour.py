@@ -1,0 +1,63 @@
+"""Behaviour with the motion removed: the clip variants, and the scores of models whose reliance is known."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lightning_selrel.behaviour import BEHAVIOUR, behaviour, freeze, reverse, shuffle, time_permutation
+
+
+def test_variants_remove_or_scramble_the_motion_and_keep_the_frames():
+    clips = torch.arange(2 * 3 * 6 * 2 * 2).reshape(2, 3, 6, 2, 2)
+    frozen = freeze(clips)
+    assert frozen.shape == clips.shape and torch.equal(frozen, clips[:, :, 3:4].expand_as(clips))
+    assert torch.equal(reverse(clips)[:, :, 0], clips[:, :, -1])
+    order = time_permutation(6, seed=1)
+    assert sorted(order.tolist()) == list(range(6)) and order.tolist() != list(range(6))
+    assert torch.equal(time_permutation(6, seed=1), order)  # fixed by its seed
+    assert torch.equal(shuffle(clips, order)[:, :, 0], clips[:, :, order[0]])
+    assert time_permutation(1).tolist() == [0]
+
+
+class MiddleFrame(nn.Module):
+    """Decides from the middle frame only: its prediction cannot change when the clip is frozen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.head(clips[:, :, clips.shape[2] // 2].float().mean(dim=(2, 3)))
+
+
+class FrameDifference(nn.Module):
+    """Decides from how much the frames change: class 1 when they do, class 0 when they do not."""
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        change = (clips[:, :, 1:].float() - clips[:, :, :-1].float()).abs().mean(dim=(1, 2, 3, 4))
+        return torch.stack([torch.zeros_like(change), 10.0 * (change - 0.5)], dim=1)
+
+
+def test_a_static_model_relies_on_nothing_and_a_motion_model_on_everything():
+    g = torch.Generator().manual_seed(0)
+    moving = torch.randint(0, 256, (6, 3, 8, 4, 4), generator=g, dtype=torch.uint8)
+    labels = torch.ones(6, dtype=torch.long)
+    static = behaviour(MiddleFrame().train(), moving, labels, batch_size=4)
+    assert tuple(static) == BEHAVIOUR and all(v.dtype == torch.float64 and v.shape == (6,) for v in static.values())
+    assert (static["unchanged_frozen"] == 1).all() and (static["reliance"].abs() < 1e-6).all()
+    assert torch.equal(static["acc"], static["acc_frozen"]) and (static["contrasted_acc"] == 0).all()
+
+    motion = behaviour(FrameDifference(), moving, labels)
+    assert (motion["acc"] == 1).all() and (motion["acc_frozen"] == 0).all()  # frozen: no change, class 0
+    assert (motion["unchanged_frozen"] == 0).all() and (motion["contrasted_acc"] == 1).all()
+    assert (motion["acc_shuffled"] == 1).all() and (motion["acc_reversed"] == 1).all()  # still changing
+    assert (motion["reliance"] > 0.9).all()
+
+
+def test_modes_are_restored_and_an_empty_share_gives_empty_scores():
+    model = MiddleFrame().train()
+    scores = behaviour(model, torch.zeros(0, 3, 8, 4, 4), torch.zeros(0, dtype=torch.long))
+    assert all(v.shape == (0,) for v in scores.values())
+    behaviour(model, torch.zeros(2, 3, 8, 4, 4), torch.zeros(2, dtype=torch.long))
+    assert model.training and model.head.training
