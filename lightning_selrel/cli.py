@@ -19,7 +19,16 @@ from typing_extensions import override
 
 from .classifier import C3DClassifier
 
-__all__ = ["SelrelCLI", "console", "main", "MODEL_DEFAULTS", "TRAINER_DEFAULTS", "DATA_DEFAULT", "CALLBACK_DEFAULTS"]
+__all__ = [
+    "CALLBACK_DEFAULTS",
+    "DATA_DEFAULT",
+    "MODEL_DEFAULTS",
+    "TRAINER_DEFAULTS",
+    "SelrelCLI",
+    "cli_options",
+    "console",
+    "main",
+]
 
 # The small model the default run trains (the standard C3D is width 64, fc_dim 4096).
 MODEL_DEFAULTS: dict[str, Any] = {
@@ -86,24 +95,29 @@ def main(args: ArgsType = None, *, run: bool = True) -> SelrelCLI | None:
     they return None when they succeed and raise ``SystemExit`` with their exit code otherwise.
     """
     argv = sys.argv[1:] if args is None else args
-    if isinstance(argv, (list, tuple)) and argv[:1] in (["explain"], ["cache"]):
-        if argv[0] == "explain":  # imported here: `fit` does not load the command
+    if isinstance(argv, (list, tuple)) and argv[:1] in (["explain"], ["cache"], ["calibrate"]):
+        if argv[0] == "explain":  # imported here: `fit` does not load the commands
             from .cli_explain import main as command
+        elif argv[0] == "calibrate":
+            from .cli_calibrate import main as command
         else:
             from .video_cache import main as command
         code = command(list(argv[1:]))
         if code:
             raise SystemExit(code)
         return None
-    return SelrelCLI(
-        C3DClassifier,
-        subclass_mode_data=True,
-        trainer_defaults=TRAINER_DEFAULTS,
-        seed_everything_default=0,
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,  # the model takes its optimiser and scheduler as arguments
-    )
+    return SelrelCLI(args=args, run=run, **cli_options())
+
+
+def cli_options() -> dict[str, Any]:
+    """How the command line builds its LightningCLI (``calibrate`` reads its configuration the same way)."""
+    return {
+        "model_class": C3DClassifier,
+        "subclass_mode_data": True,
+        "trainer_defaults": TRAINER_DEFAULTS,
+        "seed_everything_default": 0,
+        "auto_configure_optimizers": False,  # the model takes its optimiser and scheduler as arguments
+    }
 
 
 def console() -> None:

@@ -57,7 +57,7 @@ def banded_tags(methods: Sequence[str], behaviour: bool = True, calibrated: bool
     """The tags whose mean +- std the monitor logs for the margin charts."""
     banded = [tags.method_tag(m, name) for m in methods for name in BANDED_SCORES]
     if calibrated:
-        banded += [tags.method_tag(m, "spatial_bias_calibrated") for m in methods]
+        banded += [tags.method_tag(m, tags.CALIBRATED) for m in methods]
     return banded + ([tags.behaviour_tag("reliance")] if behaviour else [])
 
 
@@ -79,12 +79,12 @@ def layout(methods: Sequence[str], *, behaviour: bool = True, calibrated: bool =
     if calibrated:
         bias["spatial bias on the calibration's scale (0 motion reference, 1 static reference)"] = [
             "Multiline",
-            [exact(tags.method_tag(m, "spatial_bias_calibrated")) for m in methods],
+            [exact(tags.method_tag(m, tags.CALIBRATED)) for m in methods],
         ]
     for m in methods:
         bias[f"{m}: spatial bias, mean +- std over probe clips"] = _margin(tags.method_tag(m, "spatial_bias"))
         if calibrated:
-            bias[f"{m}: calibrated spatial bias, mean +- std"] = _margin(tags.method_tag(m, "spatial_bias_calibrated"))
+            bias[f"{m}: calibrated spatial bias, mean +- std"] = _margin(tags.method_tag(m, tags.CALIBRATED))
     precision: dict[str, list] = {}
     for m in methods:
         flow, mask = tags.PRECISION["flow"], tags.PRECISION["exact"]

@@ -41,7 +41,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 from typing_extensions import override
@@ -49,6 +49,7 @@ from typing_extensions import override
 from . import dashboard, tags
 from .behaviour import behaviour as behaviour_scores
 from .behaviour import reliance_for_ranking
+from .calibration import Calibration, calibrated, load_calibration
 from .explain import check_methods
 from .flow import FLOW_METHODS
 from .measure import explain_selective
@@ -91,6 +92,10 @@ class SelectiveRelevanceMonitor(Callback):
             spatial bias with motion reliance.
         per_class: Draw the probe set stratified by class, this many clips per class (all of a smaller class),
             instead of ``num_clips`` at random. The per-class table and chart are written either way.
+        calibration: A ``calibration.json`` written by ``python -m lightning_selrel calibrate`` (or its folder):
+            also log ``selrel/<m>/spatial_bias_calibrated``, the spatial bias on its scale (0 = the motion
+            reference, 1 = the static reference, not clipped). It must have measured every method, this
+            ``n_std`` and ``threshold``, and clips of the model's shape; otherwise it is refused, naming the mismatch.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class SelectiveRelevanceMonitor(Callback):
         core_mass: float = 0.5,
         behaviour: bool = True,
         per_class: int | None = None,
+        calibration: str | None = None,
     ) -> None:
         super().__init__()
         methods = check_methods(methods)
@@ -120,6 +126,12 @@ class SelectiveRelevanceMonitor(Callback):
             raise ValueError(f"core_mass must be in (0, 1], got {core_mass}")
         if per_class is not None and per_class < 1:
             raise ValueError(f"per_class must be at least 1 (or null for a draw of num_clips), got {per_class}")
+        self.calibration_path = str(calibration) if calibration is not None else None
+        self.calibration: Calibration | None = None
+        if calibration is not None:
+            self.calibration = load_calibration(calibration)
+            for method in methods:  # every setting this monitor uses must have been measured
+                self.calibration.point(method, threshold, n_std)
         if target not in ("predicted", "label"):
             raise ValueError(f"target must be 'predicted' or 'label', got {target!r}")
         if flow_method not in FLOW_METHODS:
@@ -175,6 +187,22 @@ class SelectiveRelevanceMonitor(Callback):
                     "(or pass val_dataloaders to fit), or remove the monitor from trainer.callbacks."
                 )
 
+    def _check_calibration(self, probe: ProbeSet) -> None:
+        """A calibration made for other clips is refused, naming both shapes."""
+        if self.calibration is None or "calibration" in self._warned:
+            return
+        shape = [int(s) for s in probe.clips.shape[2:]]
+        if shape and list(self.calibration.clip_shape) != shape:
+            raise MisconfigurationException(
+                f"SelectiveRelevanceMonitor: calibration {self.calibration_path} was made for clips "
+                f"{self.calibration.clip_shape} (T, H, W), the probe clips are {shape}; calibrate with this data"
+            )
+        self._warned.add("calibration")
+        rank_zero_info(
+            f"SelectiveRelevanceMonitor: spatial bias calibrated with {self.calibration_path} at n_std={self.n_std:g}, "
+            f"threshold={self.threshold} (0 = its motion reference, 1 = its static reference)"
+        )
+
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write_layout(trainer)
@@ -229,7 +257,8 @@ class SelectiveRelevanceMonitor(Callback):
                 rho = rank_correlation(per_clip[f"bias/{method}"], ranked)
                 if not math.isnan(rho):
                     values[tags.method_tag(method, tags.CORRELATION)] = rho
-        values.update(dashboard.bands(values, dashboard.banded_tags(self.methods, self.behaviour)))
+        calibrated = self.calibration is not None
+        values.update(dashboard.bands(values, dashboard.banded_tags(self.methods, self.behaviour, calibrated)))
         for name, value in values.items():
             pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=False)
         if trainer.is_global_zero:
@@ -283,6 +312,7 @@ class SelectiveRelevanceMonitor(Callback):
             flow_threshold=self.flow_threshold,
             stage=stage,
         )
+        self._check_calibration(probe)
         self._probes[stage] = probe
         return probe
 
@@ -306,6 +336,10 @@ class SelectiveRelevanceMonitor(Callback):
             maps[method] = (rel[: self.num_videos].cpu(), sel[: self.num_videos].cpu(), logits[: self.num_videos])
             scores = clip_scores(rel, sel, flow=flow, exact=exact, core_mass=self.core_mass)
             bias[method] = scores["spatial_bias"]
+            if self.calibration is not None:
+                point = self.calibration.point(method, self.threshold, self.n_std)
+                values_on_scale = [calibrated(b, point) for b in scores["spatial_bias"].tolist()]  # NaN stays NaN
+                scores[tags.CALIBRATED] = torch.tensor(values_on_scale, dtype=torch.float64, device=rel.device)
             for name, per_clip in scores.items():
                 result = self._compute(MeanStd(), device, per_clip)
                 self._put(values, tags.method_tag(method, name), result["mean"], result["std"])
@@ -384,7 +418,8 @@ class SelectiveRelevanceMonitor(Callback):
         if writer is None or id(writer) in self._layout_written:
             return
         self._layout_written.add(id(writer))
-        writer.add_custom_scalars(dashboard.layout(self.methods, behaviour=self.behaviour))
+        calibrated = self.calibration is not None
+        writer.add_custom_scalars(dashboard.layout(self.methods, behaviour=self.behaviour, calibrated=calibrated))
 
     def _write_media(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: ProbeSet, maps: dict[str, Any]
@@ -472,6 +507,9 @@ class SelectiveRelevanceMonitor(Callback):
             "lr": optimizers[0].param_groups[0]["lr"] if optimizers else None,
         }
         metrics = ["val/acc", *(tags.method_tag(m, "spatial_bias") for m in self.methods)]
+        if self.calibration is not None:
+            metrics += [tags.method_tag(m, tags.CALIBRATED) for m in self.methods]
+            params["selrel/calibration"] = self.calibration_path
         for summary in dashboard.hparams_summaries(params, metrics):
             writer._get_file_writer().add_summary(summary)
         writer.flush()

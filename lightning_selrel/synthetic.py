@@ -345,6 +345,25 @@ class MotionContextDataModule(pl.LightningDataModule):
     def class_names(self) -> list[str]:
         return self.train_set.class_names()
 
+    def long_clips(self, stage: str, factor: int) -> MotionContextDataset:
+        """The clips of ``stage`` (``"train"``, ``"val"``, ``"test"``) with ``factor`` times as many frames: the same
+        scenes, whose middle T frames are the objects' positions of the usual clips (``calibrate``'s speed task)."""
+        base = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[stage]
+        t, h, w = base.clip_shape
+        return MotionContextDataset(
+            size=base.size,
+            num_classes=base.num_classes,
+            clip_shape=(factor * t, h, w),
+            cue=base.cue,
+            noise=base.noise,
+            num_objects=base.num_objects,
+            speed=base.speed,
+            seed=base.seed,
+            split=base.split,
+            camera_speed=base.camera_speed,
+            object_size=base.object_size,
+        )
+
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
             dataset,

@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "AGREEMENTS",
     "BEHAVIOUR",
+    "CALIBRATED",
     "CORRELATION",
     "FRACTIONS",
     "PREFIX",
@@ -62,6 +63,9 @@ BEHAVIOUR: tuple[str, ...] = (
     "contrasted_acc",
     "reliance",
 )
+#: Per method, with a calibration: spatial bias on its scale (0: the motion reference, 1: the static one), with
+#: ``_std``.
+CALIBRATED = "spatial_bias_calibrated"
 #: Per method: Spearman's rank correlation over probe clips between spatial bias and behavioural reliance.
 CORRELATION = "bias_reliance_spearman"
 #: What the ``explain`` command reports per method and window (it has no exact masks).

@@ -251,6 +251,19 @@ class UCF101DataModule(pl.LightningDataModule):
             clips_per_video=self.clips_per_video,
         )
 
+    def long_clips(self, stage: str, factor: int) -> UCF101Clips:
+        """Clips of ``factor`` times ``clip_len`` frames from the same videos (train list for ``"train"``, test list
+        otherwise), with the stage's transforms; short videos are loop-padded (``calibrate``'s speed task)."""
+        train = stage == "train"
+        return UCF101Clips(
+            self._load("train" if train else "test"),
+            clip_len=factor * self.clip_len,
+            resize=self.resize,
+            crop=self.crop,
+            train=train,
+            clips_per_video=self.clips_per_video,
+        )
+
     def _loader(self, dataset: UCF101Clips, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if shuffle and self.seed is not None else None
         return DataLoader(

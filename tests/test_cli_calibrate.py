@@ -1,0 +1,79 @@
+"""The calibrate command: bad input in one line, an existing calibration never replaced, Ctrl-C writes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from lightning_selrel import MotionContextDataModule
+from lightning_selrel import calibration as cal
+from lightning_selrel.cli_calibrate import main
+
+TINY = [
+    "--model.width=2",
+    "--model.fc_dim=8",
+    "--data.init_args.clip_shape=[16,16,16]",
+    "--data.init_args.train_size=8",
+    "--data.init_args.val_size=8",
+    "--data.init_args.batch_size=4",
+    "--train-clips=8",
+    "--val-clips=4",
+    "--probe-clips=4",
+    "--epochs=1",
+    "--methods=dtd",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+class NoLongClips(MotionContextDataModule):
+    """A data module without the long_clips protocol."""
+
+    long_clips = None
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("calibrate: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--probe-clips=2"], "--probe-clips 2: at least 3"),
+        (["--methods", "dtd", "nope"], "--methods: unknown explanation method(s) ['nope']"),
+        (["--epochs=0"], "--epochs 0: must be at least 1"),
+        (["--data=test_cli_calibrate.NoLongClips"], "NoLongClips has no long_clips(stage, factor)"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path):
+    assert main([*TINY, *args]) == 2
+    assert message in _one_line(capsys)
+    assert not (tmp_path / "calibration").exists()
+
+
+def test_an_existing_calibration_is_never_replaced_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "calibration"
+    out.mkdir()
+    (out / "calibration.json").write_text('{"version": 1}')
+    before = hashlib.sha256((out / "calibration.json").read_bytes()).hexdigest()
+    assert main(TINY) == 2
+    assert "calibration.json exists; pass --overwrite or another --out" in _one_line(capsys)
+    assert hashlib.sha256((out / "calibration.json").read_bytes()).hexdigest() == before
+
+
+def test_ctrl_c_writes_nothing(tmp_path, monkeypatch, capsys):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cal, "per_clip_bias", interrupt)
+    assert main(TINY) == 130
+    assert "interrupted; nothing was written" in capsys.readouterr().err
+    assert not (tmp_path / "calibration").exists()
