@@ -1,9 +1,9 @@
 """Cost of each baseline explanation and of the selective step (the paper's Table 4), per clip.
 
-Run ``.venv/bin/python benchmarks/bench_explain.py`` (standard C3D: width 64, fc_dim 4096,
-16 x 112 x 112 clips, 101 classes, random weights; batches 1 and 8) or add ``--quick`` for a
-small C3D that runs in about half a minute (checks the script; on a small model per-op overhead
-dominates, so its ratios say nothing about the standard C3D).
+Run ``.venv/bin/python benchmarks/bench_explain.py`` (the standard C3D: width 64, fc_dim 4096, and the
+standard R(2+1)D-18: width 64; 16 x 112 x 112 clips, 101 classes, random weights; batches 1 and 8) or add
+``--quick`` for small variants that run in about a minute (checks the script; on a small model per-op overhead
+dominates, so its ratios say nothing about the standard networks). ``--archs c3d`` times C3D alone.
 
 The yardstick is one input gradient on the same clips: forward + backward to the input
 (``torch.autograd.grad``), eval mode. Every ratio is measured in this run: method / input
@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--budget", type=float, default=None, help="seconds the run may take (default 300; 20 with --quick)"
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--archs", nargs="+", default=["c3d", "r2plus1d_18"], help="networks (default: c3d r2plus1d_18)"
+    )
     return parser.parse_args(argv)
 
 
@@ -145,38 +148,47 @@ def bench_batch(
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
-    if args.quick:
-        config = dict(num_classes=101, width=8, fc_dim=256, clip_shape=(16, 56, 56))
-        batches = args.batches or [1, 2]
-    else:
-        config = dict(num_classes=101, width=64, fc_dim=4096, clip_shape=(16, 112, 112))
-        batches = args.batches or [1, 8]
+    batches = args.batches or ([1, 2] if args.quick else [1, 8])
     if args.budget is None:
-        args.budget = 20.0 if args.quick else 300.0
-    torch.manual_seed(0)
-    model = C3DClassifier(**config).to(device).eval()
-    shape = tuple(config["clip_shape"])
-
+        args.budget = (20.0 if args.quick else 300.0) * len(args.archs)
     print(
-        f"C3D {config}, device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )
-    results: dict[int, dict] = {}
     start = time.perf_counter()
-    for i, batch in enumerate(batches):
-        # An equal share of what is left; only the first batch size gets a warm-up round (it warms
-        # the code paths for the others, whose single round may already fill their share).
-        share = (args.budget - (time.perf_counter() - start)) / (len(batches) - i)
-        results[batch] = r = bench_batch(model, batch, shape, args, device, share, warm_up=i == 0)
-        print(
-            f"batch {batch}: {'warm-up round + ' if r['_warm_up'] else ''}{r['_repeats']} timed "
-            f"round(s) of {r['_round']:.1f} s",
-            flush=True,
-        )
-    print(f"total {time.perf_counter() - start:.0f} s\n")
+    for k, arch in enumerate(args.archs):
+        if args.quick:
+            config = dict(num_classes=101, width=8, fc_dim=256, clip_shape=(16, 56, 56), arch=arch)
+        else:
+            config = dict(num_classes=101, width=64, fc_dim=4096, clip_shape=(16, 112, 112), arch=arch)
+        torch.manual_seed(0)
+        model = C3DClassifier(**config).to(device).eval()
+        size = sum(p.numel() for p in model.parameters()) / 1e6
+        shape = tuple(config["clip_shape"])
+        print(f"\n{arch}: {config}, {size:.1f} M parameters", flush=True)
+        results: dict[int, dict] = {}
+        arch_budget = (args.budget - (time.perf_counter() - start)) / (len(args.archs) - k)
+        arch_start = time.perf_counter()
+        for i, batch in enumerate(batches):
+            # An equal share of what is left; only the first batch size gets a warm-up round (it warms
+            # the code paths for the others, whose single round may already fill their share).
+            share = (arch_budget - (time.perf_counter() - arch_start)) / (len(batches) - i)
+            results[batch] = r = bench_batch(model, batch, shape, args, device, share, warm_up=i == 0)
+            print(
+                f"batch {batch}: {'warm-up round + ' if r['_warm_up'] else ''}{r['_repeats']} timed "
+                f"round(s) of {r['_round']:.1f} s",
+                flush=True,
+            )
+        report(arch, results, batches, selective=k == 0)
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
-    header = "| per clip |" + "".join(f" batch {b}: ms | ratio |" for b in batches)
+
+def report(arch: str, results: dict[int, dict], batches: list[int], selective: bool) -> None:
+    """The Markdown table of one network, its selective-step rows (the map is the same for every network) and the
+    verdicts on the targets."""
+    print()
+    header = f"| {arch}, per clip |" + "".join(f" batch {b}: ms | ratio |" for b in batches)
     print(header)
     print("|---|" + "---:|---:|" * len(batches))
     for name in ("input gradient", *METHODS):
@@ -185,43 +197,46 @@ def main(argv: list[str] | None = None) -> None:
             r = results[b]
             row += f" {1e3 * r[name]:.1f} | {r[name] / r['input gradient']:.2f}x grad |"
         print(row)
-    for name, label in (
-        ("selective", "selective step (n=4)"),
-        ("selective, 1 thread", "selective step, 1 thread"),
-        ("selective, mad", "selective step, `mad` rule"),
-    ):
-        if name not in results[batches[0]]:
-            continue
-        row = f"| {label} |"
-        for b in batches:
-            r = results[b]
-            row += f" {1e3 * r[name]:.3f} | {100 * r[name] / r['gradcam']:.3f}% of gradcam |"
-        print(row)
-    if "scipy" in results[batches[0]]:
-        row = "| selective step, SciPy reference (`ndimage.sobel`) |"
-        for b in batches:
-            r = results[b]
-            row += f" {1e3 * r['scipy']:.3f} | ours {r['scipy'] / r['selective']:.1f}x faster |"
-        print(row)
-        print(
-            "(share of voxels where ours and SciPy's selective maps differ: "
-            + ", ".join(f"batch {b}: {results[b]['_differ']:.1e}" for b in batches)
-            + ")"
-        )
-
+    if selective:
+        for name, label in (
+            ("selective", "selective step (n=4)"),
+            ("selective, 1 thread", "selective step, 1 thread"),
+            ("selective, mad", "selective step, `mad` rule"),
+        ):
+            if name not in results[batches[0]]:
+                continue
+            row = f"| {label} |"
+            for b in batches:
+                r = results[b]
+                row += f" {1e3 * r[name]:.3f} | {100 * r[name] / r['gradcam']:.3f}% of gradcam |"
+            print(row)
+        if "scipy" in results[batches[0]]:
+            row = "| selective step, SciPy reference (`ndimage.sobel`) |"
+            for b in batches:
+                r = results[b]
+                row += f" {1e3 * r['scipy']:.3f} | ours {r['scipy'] / r['selective']:.1f}x faster |"
+            print(row)
+            print(
+                "(share of voxels where ours and SciPy's selective maps differ: "
+                + ", ".join(f"batch {b}: {results[b]['_differ']:.1e}" for b in batches)
+                + ")"
+            )
     print("\nTargets:")
     verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
     for b in batches:
         r = results[b]
-        one_thread = r.get("selective, 1 thread")
-        print(
-            f"- batch {b}: DTD {r['dtd'] / r['input gradient']:.2f}x input gradient "
-            f"(target <= 2x: {verdict(r['dtd'] <= 2 * r['input gradient'])}); selective step "
-            f"{100 * r['selective'] / r['gradcam']:.3f}% of GradCAM (target <= 1%: "
-            f"{verdict(r['selective'] <= 0.01 * r['gradcam'])}) and {1e3 * r['selective']:.3f} ms/clip "
-            f"(target < 0.5 ms: {verdict(r['selective'] < 5e-4)})"
-            + (f"; 1 thread {1e3 * one_thread:.3f} ms/clip ({verdict(one_thread < 5e-4)})" if one_thread else "")
-        )
+        line = f"- {arch}, batch {b}: DTD {r['dtd'] / r['input gradient']:.2f}x input gradient (target <= 2x: "
+        line += f"{verdict(r['dtd'] <= 2 * r['input gradient'])})"
+        if selective:
+            one_thread = r.get("selective, 1 thread")
+            line += (
+                f"; selective step {100 * r['selective'] / r['gradcam']:.3f}% of GradCAM (target <= 1%: "
+                f"{verdict(r['selective'] <= 0.01 * r['gradcam'])}) and {1e3 * r['selective']:.3f} ms/clip "
+                f"(target < 0.5 ms: {verdict(r['selective'] < 5e-4)})"
+            )
+            if one_thread:
+                line += f"; 1 thread {1e3 * one_thread:.3f} ms/clip ({verdict(one_thread < 5e-4)})"
+        print(line)
 
 
 if __name__ == "__main__":

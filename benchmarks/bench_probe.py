@@ -15,8 +15,16 @@ data options, explains the same probe clips of each model with every method, and
 A second table compares the relevant-area definitions by how well the selectivity area they give separates
 the two models (mean |separation| over methods).
 
-    python benchmarks/bench_probe.py                      # all three variants, about 15 minutes on 2 CPU cores
+    python benchmarks/bench_probe.py                      # all three variants, about 20 minutes on 2 CPU cores
     python benchmarks/bench_probe.py --variants still pan --num-clips 32
+    python benchmarks/bench_probe.py --arch r2plus1d_18 --variants still   # the probe on C3D's successor
+    python benchmarks/bench_probe.py --arch r2plus1d_18 --variants still --gradcam-layers net.layer3
+
+`--gradcam-layers` adds rows for the GradCAM family read at other layers of the same trained models
+(`gradcam@net.layer3`); the default rows read the model's own GradCAM layer.
+
+A third table gives the behavioural cross-check of each model (accuracy with the motion removed or scrambled,
+and reliance, the probability lost when frozen).
 
 Prints Markdown (the README's probe tables) and writes every per-clip value to `--json` if given.
 """
@@ -32,7 +40,9 @@ import numpy as np
 import torch
 
 from lightning_selrel import C3DClassifier, MotionContextDataset, available_methods, explain_with_logits, motion_mask
+from lightning_selrel.behaviour import BEHAVIOUR, behaviour
 from lightning_selrel.cli import main
+from lightning_selrel.explain import GRADCAM_FAMILY
 from lightning_selrel.metrics import clip_scores, selectivity
 from lightning_selrel.selective import THRESHOLDS, selective_relevance
 
@@ -45,7 +55,7 @@ VARIANTS = {
 AREAS = (("positive", 0.1), ("top", 0.1), ("mass", 0.5), ("mass", 0.8))
 
 
-def train(cue: str, variant: str, root: Path) -> tuple[C3DClassifier, float]:
+def train(cue: str, variant: str, root: Path, arch: str) -> tuple[C3DClassifier, float]:
     cli = main(
         [
             "fit",
@@ -55,6 +65,7 @@ def train(cue: str, variant: str, root: Path) -> tuple[C3DClassifier, float]:
             "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false",
             f"--trainer.default_root_dir={root / f'{variant}_{cue}'}",
+            f"--model.arch={arch}",
             *VARIANTS[variant],
         ]
     )
@@ -62,16 +73,32 @@ def train(cue: str, variant: str, root: Path) -> tuple[C3DClassifier, float]:
     return model.eval(), float(cli.trainer.callback_metrics["val/acc"])
 
 
-def measure(model: C3DClassifier, dataset: MotionContextDataset, indices: list[int], n_std: float) -> dict:
+def explainers(gradcam_layers: list[str]) -> list[tuple[str, str, dict]]:
+    """(row label, method, options): every method at its defaults, then the GradCAM family at each extra layer."""
+    rows = [(method, method, {}) for method in available_methods()]
+    for layer in gradcam_layers:
+        rows += [(f"{m}@{layer}", m, {"layer": layer}) for m in available_methods() if m in GRADCAM_FAMILY]
+    return rows
+
+
+def labels(result: dict) -> list[str]:
+    """The row labels measured in one model's result, in measurement order."""
+    return list(dict.fromkeys(key.split("/")[0] for key in result if "/" in key))
+
+
+def measure(
+    model: C3DClassifier, dataset: MotionContextDataset, indices: list[int], n_std: float, gradcam_layers: list[str]
+) -> dict:
     """Per-clip values of every method: scores under each rule and the selectivity area per definition."""
     items = [dataset[i] for i in indices]
     clips = torch.stack([clip for clip, _, _ in items])
+    labels = torch.tensor([label for _, label, _ in items])
     exact = torch.stack([mask for _, _, mask in items])
     flow = torch.stack([motion_mask(clip) for clip in clips])
-    out: dict = {}
-    for method in available_methods():
+    out: dict = {"behaviour": {k: v.tolist() for k, v in behaviour(model, clips, labels).items()}}
+    for label, method, options in explainers(gradcam_layers):
         relevance = torch.cat(
-            [explain_with_logits(model, clips[s : s + 8], method).relevance for s in range(0, len(clips), 8)]
+            [explain_with_logits(model, clips[s : s + 8], method, **options).relevance for s in range(0, len(clips), 8)]
         )
         for rule in THRESHOLDS:
             selective = selective_relevance(relevance, n_std=n_std, threshold=rule)
@@ -81,7 +108,7 @@ def measure(model: C3DClassifier, dataset: MotionContextDataset, indices: list[i
                 scores[f"area_{area}{fraction:g}"] = selectivity(
                     relevance, selective, relevant=area, fraction=fraction
                 ).area
-            out[f"{method}/{rule}"] = {name: values.tolist() for name, values in scores.items()}
+            out[f"{label}/{rule}"] = {name: values.tolist() for name, values in scores.items()}
     return out
 
 
@@ -118,7 +145,7 @@ def tables(results: dict, n_std: float) -> str:
         def pair(m: dict, c: dict, name: str, digits: int = 3) -> str:
             return f"{mean(m[name]):.{digits}f} / {mean(c[name]):.{digits}f}"
 
-        for method in available_methods():
+        for method in labels(motion):
             for rule in THRESHOLDS:
                 m, c = motion[f"{method}/{rule}"], context[f"{method}/{rule}"]
                 bias = separation(m["spatial_bias"], c["spatial_bias"])
@@ -151,10 +178,28 @@ def tables(results: dict, n_std: float) -> str:
                 ]
                 cells.append(f"{np.nanmean(np.abs(seps)):.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Behaviour on the same probe clips (motion model / context model):",
+        "",
+        "| variant | acc | frozen | shuffled | reversed | unchanged frozen | contrasted acc | reliance |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, result in results.items():
+        m, c = result["motion"]["behaviour"], result["context"]["behaviour"]
+        cells = [f"{mean(m[name]):.3f} / {mean(c[name]):.3f}" for name in BEHAVIOUR]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def run(variants: list[str], num_clips: int, n_std: float, root: Path) -> dict:
+def run(
+    variants: list[str],
+    num_clips: int,
+    n_std: float,
+    root: Path,
+    arch: str = "c3d",
+    gradcam_layers: list[str] | None = None,
+) -> dict:
     results = {}
     for variant in variants:
         options = (
@@ -164,10 +209,10 @@ def run(variants: list[str], num_clips: int, n_std: float, root: Path) -> dict:
         indices = sorted(int(i) for i in np.random.default_rng(0).choice(len(dataset), num_clips, replace=False))
         result: dict = {"acc": {}}
         for cue in ("motion", "context"):
-            model, acc = train(cue, variant, root)
+            model, acc = train(cue, variant, root, arch)
             result["acc"][cue] = acc
             data = MotionContextDataset(size=256, split="val", cue=cue, **options)
-            result[cue] = measure(model, data, indices, n_std)
+            result[cue] = measure(model, data, indices, n_std, gradcam_layers or [])
         masks = torch.stack([dataset[i][2] for i in indices])
         result["moving_share"] = float(masks.float().mean())
         result["flow_share"] = float(torch.stack([motion_mask(dataset[i][0]) for i in indices]).float().mean())
@@ -182,6 +227,16 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--num-clips", type=int, default=64, help="probe clips per model (default 64)")
     parser.add_argument("--n-std", type=float, default=4.0)
     parser.add_argument("--json", help="write every per-clip value here")
+    parser.add_argument(
+        "--arch", default="c3d", help="the network of both probe models (default c3d; r2plus1d_18, r3d_18)"
+    )
+    parser.add_argument(
+        "--gradcam-layers",
+        nargs="+",
+        default=[],
+        metavar="LAYER",
+        help="also read the GradCAM family at these layers (dotted names in the LightningModule: net.layer3)",
+    )
     return parser.parse_args()
 
 
@@ -189,7 +244,8 @@ if __name__ == "__main__":
     args = parse()
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
-        results = run(args.variants, args.num_clips, args.n_std, Path(tmp))
+        results = run(args.variants, args.num_clips, args.n_std, Path(tmp), args.arch, args.gradcam_layers)
     if args.json:
         Path(args.json).write_text(json.dumps(results))
+    print(f"arch: {args.arch}\n")
     print(tables(results, args.n_std))

@@ -1,4 +1,5 @@
-"""The LightningModule that trains C3D: clips in pixel scale in, cross-entropy out."""
+"""The LightningModule that trains a video classifier (C3D, R3D-18, R(2+1)D-18, or yours): clips in pixel scale in,
+cross-entropy out."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
+from .architectures import build_network
 from .model import C3D, Normalize
-from .weights import load_c3d_weights
+from .weights import load_c3d_weights, load_matching_weights
 
 __all__ = ["C3DClassifier"]
 
@@ -23,7 +27,8 @@ DEFAULT_STD = (57.375, 57.375, 57.375)
 
 
 class C3DClassifier(pl.LightningModule):
-    """C3D for action recognition, trained with cross-entropy.
+    """A video classifier for action recognition, trained with cross-entropy: C3D by default, or any network of
+    :mod:`lightning_selrel.architectures` (``arch="r2plus1d_18"``, ``"r3d_18"``, or a class path).
 
     ``forward`` takes clips as the data yields them: uint8 or float in pixel scale [0, 255], shape
     (B, 3, T, H, W); it normalises with the ``mean``/``std`` buffers of :attr:`normalize`, which
@@ -33,8 +38,8 @@ class C3DClassifier(pl.LightningModule):
 
     Args:
         num_classes: Number of classes.
-        width: Channels of conv1a (64 is the standard C3D).
-        fc_dim: Width of fc6 and fc7 (4096 is the standard).
+        width: Channels of the first convolutions (64 is the standard C3D, R3D-18 and R(2+1)D-18).
+        fc_dim: Width of C3D's fc6 and fc7 (4096 is the standard); other architectures ignore it.
         clip_shape: Clip (T, H, W) the network is built for.
         dropout: Dropout after fc6 and fc7.
         mean: Per-channel mean in pixel scale (RGB) subtracted from the input.
@@ -44,10 +49,13 @@ class C3DClassifier(pl.LightningModule):
             (the paper's set-up).
         scheduler: Builds the learning-rate scheduler from the optimiser. Default:
             ReduceLROnPlateau, x0.1 after 10 epochs without improvement of ``val/loss``.
-        pretrained: Path to a public C3D checkpoint (Sports-1M port, ``features.N`` port or MMAction2;
-            see :mod:`lightning_selrel.weights`) loaded into the network; the head is re-initialised
-            when the class count differs. Not saved as a hyperparameter: a checkpoint of this model
-            holds the weights itself, so ``load_from_checkpoint`` never needs the file.
+        pretrained: Path to public weights loaded into the network: for C3D a Sports-1M port, ``features.N`` port
+            or MMAction2 file (see :mod:`lightning_selrel.weights`); for the other architectures a state dict whose
+            names match the network's (torchvision's, for R3D-18 and R(2+1)D-18). The head is re-initialised
+            when the class count differs. Not saved as a hyperparameter: a checkpoint of this model holds the
+            weights itself, so ``load_from_checkpoint`` never needs the file.
+        arch: The network: ``"c3d"``, ``"r3d_18"``, ``"r2plus1d_18"`` or a class path (see
+            :mod:`lightning_selrel.architectures`). Checkpoints written before this argument existed are C3D.
     """
 
     def __init__(
@@ -63,8 +71,13 @@ class C3DClassifier(pl.LightningModule):
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         pretrained: str | None = None,
+        arch: str = "c3d",
     ) -> None:
         super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(
+                f"num_classes must be an integer >= 2 (a classifier tells classes apart), got {num_classes!r}"
+            )
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} entries but num_classes is {num_classes}")
         # Plain lists in the hyperparameters: they round-trip through YAML and compare equal to the
@@ -73,7 +86,9 @@ class C3DClassifier(pl.LightningModule):
         class_names = list(class_names) if class_names is not None else None
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "pretrained"])
         self.normalize = Normalize(mean, std)
-        self.net = C3D(num_classes=num_classes, width=width, fc_dim=fc_dim, clip_shape=clip_shape, dropout=dropout)
+        self.net = build_network(
+            arch, num_classes=num_classes, width=width, fc_dim=fc_dim, clip_shape=clip_shape, dropout=dropout
+        )
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -83,21 +98,45 @@ class C3DClassifier(pl.LightningModule):
         self.val_acc_top5 = MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         if pretrained is not None:
-            load_c3d_weights(self.net, pretrained)
+            if isinstance(self.net, C3D):
+                load_c3d_weights(self.net, pretrained)
+            else:
+                load_matching_weights(self.net, pretrained)
 
     @property
     def clip_shape(self) -> tuple[int, int, int]:
         """The (T, H, W) the network is built for."""
-        return self.net.clip_shape
+        shape = getattr(self.net, "clip_shape", None)
+        return tuple(shape) if shape is not None else tuple(self.hparams["clip_shape"])  # type: ignore[return-value]
 
     @property
     def num_classes(self) -> int:
-        return self.net.num_classes
+        return int(self.hparams["num_classes"])
 
     @override
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) for clips (B, 3, T, H, W) in pixel scale, uint8 or float."""
         return self.net(self.normalize(clips))
+
+    # -- preconditions -------------------------------------------------------------------------
+    @override
+    def setup(self, stage: str) -> None:
+        """Before training: the validation set must not be empty when the scheduler steps on ``val/loss``."""
+        if stage != "fit" or self._trainer is None:
+            return
+        size = _validation_size(self.trainer)
+        if size != 0:
+            return
+        # What the scheduler steps on (a throwaway optimiser and scheduler: Lightning builds its own after setup).
+        monitored = self.configure_optimizers()["lr_scheduler"].get("monitor")
+        where = "data.val_size > 0" if hasattr(self.trainer.datamodule, "val_set") else "validation data"
+        if monitored is not None:
+            raise MisconfigurationException(
+                f"the validation set is empty, and the scheduler steps on {monitored} after every epoch: give it "
+                f"{where}, or pass a scheduler that does not monitor {monitored} "
+                "(--model.scheduler torch.optim.lr_scheduler.StepLR --model.scheduler.step_size 10)"
+            )
+        rank_zero_warn("the validation set is empty: training without validation (no val/loss, val/acc)")
 
     # -- steps ---------------------------------------------------------------------------------
     def _shared_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -151,3 +190,16 @@ class C3DClassifier(pl.LightningModule):
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def _validation_size(trainer: pl.Trainer) -> int | None:
+    """How many clips fit will validate on: 0 when validation is off or its data are empty, None when unknown."""
+    if trainer.limit_val_batches == 0:
+        return 0
+    datamodule = trainer.datamodule
+    if datamodule is None:
+        return None
+    val_set = getattr(datamodule, "val_set", None)
+    if val_set is not None:
+        return len(val_set)
+    return None

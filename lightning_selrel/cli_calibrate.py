@@ -40,9 +40,9 @@ from .probe_set import choose_indices
 __all__ = ["build_parser", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m lightning_selrel calibrate") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_selrel calibrate",
+        prog=prog,
         description="Train a motion-only and a static-only reference with your model and data, and measure the "
         "spatial bias of both over a grid of n_std: a scale and a recommended setting. Every other option "
         "(--config, --model.*, --data.*, --trainer.*) is read as `fit` reads it.",
@@ -275,9 +275,9 @@ def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m lightning_selrel calibrate") -> int:
     """Run the command with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    parser = build_parser()
+    parser = build_parser(prog)
     try:
         args, fit_args = parser.parse_known_args(argv)
     except SystemExit as exit_:

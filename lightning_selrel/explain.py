@@ -46,12 +46,14 @@ import torch.nn.functional as F
 from captum.attr import GuidedBackprop, GuidedGradCam, LayerGradCam
 from torch import Tensor, nn
 
-from .dtd import dtd, select_target
+from .dtd import dtd, dtd_graph, select_target
 
 __all__ = [
+    "GRADCAM_FAMILY",
     "Explanation",
     "available_methods",
     "check_methods",
+    "check_model",
     "explain",
     "explain_with_logits",
     "register_method",
@@ -78,6 +80,8 @@ class Explanation(NamedTuple):
 
 Method = Callable[..., Explanation]
 _METHODS: dict[str, Method] = {}
+#: The methods that read a 5-D convolutional layer (the last Conv3d unless ``layer=`` names one).
+GRADCAM_FAMILY = ("gradcam", "gradcam_t", "guided_gradcam")
 
 
 def register_method(name: str) -> Callable[[Method], Method]:
@@ -116,6 +120,37 @@ def check_methods(methods: Sequence[str]) -> list[str]:
         )
         raise ValueError(f"{problem}; valid methods: {', '.join(available_methods())}")
     return methods
+
+
+def check_model(model: nn.Module, methods: Sequence[str], *, layer: nn.Module | str | None = None) -> None:
+    """What a model needs to be explained, checked before any clip is: the requirements of every method.
+
+    Any ``nn.Module`` (a LightningModule included) whose ``forward`` takes the clips as the data yields them,
+    (B, C, T, H, W), and returns logits (B, num_classes):
+
+    - **every method**: at least one parameter (explanations run on the parameters' device);
+    - **GradCAM family** (``gradcam``, ``gradcam_t``, ``guided_gradcam``): a 5-D convolutional layer, the last
+      ``Conv3d`` of the model unless ``layer`` names another (a module or its dotted name);
+    - **dtd**: a model ``torch.fx`` can trace (no data-dependent control flow in ``forward``; wrap shape checks with
+      ``torch.fx.wrap``), every operation on the way from the input to the logits one with a DTD rule (Conv3d,
+      Linear, BatchNorm3d after a Conv3d, ReLU, pooling, residual sums, reshapes, elementwise arithmetic with
+      constants; see :mod:`lightning_selrel.dtd`), and a known input range for the zB rule: the clips are uint8
+      pixels, the model normalises with :class:`~lightning_selrel.model.Normalize`, or it declares
+      ``input_range = (low, high)`` (scalars or per-channel tensors) for the values its forward takes.
+
+    Raises:
+        ValueError: Naming the first requirement the model misses and what to change.
+    """
+    methods = check_methods(methods)
+    if next(model.parameters(), None) is None:
+        raise ValueError(f"{type(model).__name__} has no parameters: there is nothing to explain")
+    if any(m in GRADCAM_FAMILY for m in methods):
+        resolve_layer(model, layer)
+    if "dtd" in methods:
+        try:
+            dtd_graph(model)
+        except TypeError as error:
+            raise ValueError(f"dtd cannot explain {type(model).__name__}: {error}") from None
 
 
 def explain(model: nn.Module, clips: Tensor, method: str, target: Target = None, **options: Any) -> Tensor:
@@ -161,6 +196,8 @@ def explain_with_logits(
         # own parameters are half precision (a "16-true" or "bf16-true" trainer): then theirs.
         dtype = param.dtype if param is not None and param.dtype in (torch.float16, torch.bfloat16) else torch.float32
         x = clips.detach().to(device=device, dtype=dtype, copy=True)
+        if method == "dtd":  # uint8 clips are pixels: the zB bounds when the model declares no other range
+            options.setdefault("pixel_input", clips.dtype == torch.uint8)
         result = fn(model, x, target, **options)
     relevance = result.relevance.detach().float()
     if relevance.shape != (clips.shape[0], *clips.shape[2:]):
@@ -192,11 +229,20 @@ def _explaining(model: nn.Module, device: torch.device) -> Iterator[None]:
 
 # -- helpers ------------------------------------------------------------------------------------
 def resolve_layer(model: nn.Module, layer: nn.Module | str | None) -> nn.Module:
-    """The GradCAM layer: ``layer`` itself, the submodule named ``layer``, or the last Conv3d."""
+    """The GradCAM layer: ``layer`` itself, the submodule named ``layer``, the layer the model (or a submodule of
+    it) declares as a dotted name in a ``gradcam_layer`` attribute (the ResNets: ``"layer4"``, the last stage's
+    output after its residual sum), or else the last Conv3d."""
     if layer is None:
+        for name, module in model.named_modules():
+            declared = getattr(module, "gradcam_layer", None)
+            if isinstance(declared, str) and declared:
+                return resolve_layer(model, f"{name}.{declared}" if name else declared)
         convs = [m for m in model.modules() if isinstance(m, nn.Conv3d)]
         if not convs:
-            raise ValueError(f"GradCAM needs a Conv3d layer; {type(model).__name__} has none: pass layer=")
+            raise ValueError(
+                f"the GradCAM family needs a 5-D convolutional layer; {type(model).__name__} has no Conv3d: name one "
+                "with layer= (the monitor's gradcam_layer)"
+            )
         return convs[-1]
     if isinstance(layer, str):
         try:

@@ -235,6 +235,25 @@ class FramePrep:
         top, left = centre_crop_box(rgb.shape[:2], self.clip_hw)
         return np.ascontiguousarray(rgb[top : top + self.clip_hw[0], left : left + self.clip_hw[1]])
 
+    def crop_region(self, frame_hw: Sequence[int]) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of the region of a (h, w) source frame that the model's crop covers."""
+        h, w = int(frame_hw[0]), int(frame_hw[1])
+        size = self.resized_size((h, w)) or (h, w)
+        scale_y, scale_x = size[0] / h, size[1] / w
+        top, left = centre_crop_box(size, self.clip_hw)
+        height, width = max(1, round(self.clip_hw[0] / scale_y)), max(1, round(self.clip_hw[1] / scale_x))
+        return min(round(top / scale_y), h - height), min(round(left / scale_x), w - width), height, width
+
+    def display(self, frame: np.ndarray, height: int) -> np.ndarray:
+        """The source frame's region under the model's crop, at ``height`` pixels (RGB uint8): what a person looks
+        at, sharper than the model's small input; relevance is drawn over it."""
+        top, left, h, w = self.crop_region(frame.shape[:2])
+        width = max(1, round(height * self.clip_hw[1] / self.clip_hw[0]))
+        region = frame[top : top + h, left : left + w]
+        shrink = h > height
+        resized = cv2.resize(region, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+
     def describe(self, frame_hw: Sequence[int]) -> str:
         size = self.resized_size(frame_hw) or tuple(frame_hw)
         return (

@@ -7,7 +7,7 @@ returns are :func:`lightning_selrel.metrics.clip_scores`.
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -37,6 +37,7 @@ def explain_selective(
     n_std: float = 4.0,
     threshold: Threshold = "std",
     signed: bool = False,
+    **options: Any,
 ) -> TimedSelective:
     """Explain ``clips`` with ``method`` and keep the selective relevance, timing both steps.
 
@@ -48,12 +49,13 @@ def explain_selective(
         n_std: Threshold of the selective step, in (robust) standard deviations.
         threshold: Its rule, ``"std"`` or ``"mad"`` (:func:`lightning_selrel.selective.selective_relevance`).
         signed: Keep only relevance that appears over time.
+        **options: Options of the method (e.g. ``layer=`` for the GradCAM family).
 
     Returns:
         A :class:`TimedSelective`; on CUDA the clock waits for the device's queued work.
     """
     start = time.perf_counter()
-    explanation = explain_with_logits(model, clips, method, target)
+    explanation = explain_with_logits(model, clips, method, target, **options)
     middle = _elapsed_ms(start, explanation.relevance.device)
     start = time.perf_counter()
     selective = selective_relevance(explanation.relevance, n_std=n_std, threshold=threshold, signed=signed)

@@ -14,9 +14,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
+import torch.fx
 from torch import nn
 
-__all__ = ["C3D", "Normalize", "pooled_shape", "min_clip_shape"]
+__all__ = ["C3D", "Normalize", "check_clip_shape", "min_clip_shape", "pooled_shape"]
 
 # (kernel, stride, padding) of pool1 .. pool5, in (T, H, W).
 _POOLS: tuple[tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]], ...] = (
@@ -34,6 +35,20 @@ _BLOCKS: tuple[tuple[tuple[str, ...], int], ...] = (
     (("conv4a", "conv4b"), 8),
     (("conv5a", "conv5b"), 8),
 )
+
+
+def check_clip_shape(x: torch.Tensor, clip_shape: tuple[int, ...]) -> torch.Tensor:
+    """``x`` itself, after checking it is (B, C, T, H, W) with (T, H, W) = ``clip_shape``.
+
+    A leaf for ``torch.fx`` (wrapped below), so a model that checks its input can still be traced: DTD reads
+    the call as the identity.
+    """
+    if x.ndim != 5 or tuple(x.shape[2:]) != tuple(clip_shape):
+        raise ValueError(f"C3D built for clips (B, C, T, H, W) with (T, H, W) = {clip_shape}, got {tuple(x.shape)}")
+    return x
+
+
+torch.fx.wrap("check_clip_shape")
 
 
 def pooled_shape(clip_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -174,8 +189,4 @@ class C3D(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) for normalised clips (B, C, T, H, W) of ``clip_shape``."""
-        if x.ndim != 5 or tuple(x.shape[2:]) != self.clip_shape:
-            raise ValueError(
-                f"C3D built for clips (B, C, T, H, W) with (T, H, W) = {self.clip_shape}, got {tuple(x.shape)}"
-            )
-        return super().forward(x)
+        return super().forward(check_clip_shape(x, self.clip_shape))

@@ -50,7 +50,7 @@ from . import dashboard, tags
 from .behaviour import behaviour as behaviour_scores
 from .behaviour import reliance_for_ranking
 from .calibration import Calibration, calibrated, load_calibration
-from .explain import check_methods
+from .explain import GRADCAM_FAMILY, check_methods, check_model
 from .flow import FLOW_METHODS
 from .measure import explain_selective
 from .metrics import MeanStd, clip_scores, rank_correlation, relevance_agreement
@@ -92,6 +92,8 @@ class SelectiveRelevanceMonitor(Callback):
             spatial bias with motion reliance.
         per_class: Draw the probe set stratified by class, this many clips per class (all of a smaller class),
             instead of ``num_clips`` at random. The per-class table and chart are written either way.
+        gradcam_layer: The layer the GradCAM family reads, a dotted module name (default: the layer the network
+            declares in its ``gradcam_layer`` attribute, else its last Conv3d; see :func:`resolve_layer`).
         calibration: A ``calibration.json`` written by ``python -m lightning_selrel calibrate`` (or its folder):
             also log ``selrel/<m>/spatial_bias_calibrated``, the spatial bias on its scale (0 = the motion
             reference, 1 = the static reference, not clipped). It must have measured every method, this
@@ -117,6 +119,7 @@ class SelectiveRelevanceMonitor(Callback):
         behaviour: bool = True,
         per_class: int | None = None,
         calibration: str | None = None,
+        gradcam_layer: str | None = None,
     ) -> None:
         super().__init__()
         methods = check_methods(methods)
@@ -164,6 +167,7 @@ class SelectiveRelevanceMonitor(Callback):
         self.core_mass = float(core_mass)
         self.behaviour = bool(behaviour)
         self.per_class = int(per_class) if per_class is not None else None
+        self.gradcam_layer = gradcam_layer
 
         self.probe_indices: dict[str, list[int]] = {}  # stage -> dataset indices; saved in checkpoints
         self._probes: dict[str, ProbeSet] = {}
@@ -174,6 +178,10 @@ class SelectiveRelevanceMonitor(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._probes.clear()  # loaded clips are this rank's share: a new trainer may split them differently
+        try:  # the model's requirements (explain.check_model), before any training step
+            check_model(pl_module, self.methods, layer=self.gradcam_layer)
+        except ValueError as error:
+            raise MisconfigurationException(f"SelectiveRelevanceMonitor: {error}") from None
         if stage == "fit":
             if trainer.limit_val_batches == 0:
                 raise MisconfigurationException(
@@ -186,6 +194,27 @@ class SelectiveRelevanceMonitor(Callback):
                     "SelectiveRelevanceMonitor needs validation data: define val_dataloader() in the data module "
                     "(or pass val_dataloaders to fit), or remove the monitor from trainer.callbacks."
                 )
+            val_set = getattr(trainer.datamodule, "val_set", None)
+            if val_set is not None and len(val_set) == 0:
+                raise MisconfigurationException(
+                    "SelectiveRelevanceMonitor explains validation clips, but the validation set is empty: set "
+                    "data.val_size > 0, or remove the monitor (--trainer.callbacks=[])"
+                )
+
+    def _say_which_draw(self, stage: str, stored: list[int] | None, indices: list[int]) -> None:
+        """After a resume with other probe settings, say which probe set this run uses, once."""
+        restored = getattr(self, "_restored_settings", {})
+        differ = {k: (v, restored[k]) for k, v in self._draw_settings().items() if k in restored and restored[k] != v}
+        if not stored or not differ or f"draw-{stage}" in self._warned:
+            return
+        self._warned.add(f"draw-{stage}")
+        settings = ", ".join(f"{k}={now} (the checkpoint's: {then})" for k, (now, then) in differ.items())
+        if indices == stored:
+            rank_zero_warn(
+                f"SelectiveRelevanceMonitor: this monitor has {settings}; keeping the checkpoint's probe set of "
+                f"{len(stored)} {stage} clips so that epochs stay comparable (indices {stored})"
+            )
+        # Otherwise choose_indices has said that it drew a new probe set.
 
     def _check_calibration(self, probe: ProbeSet) -> None:
         """A calibration made for other clips is refused, naming both shapes."""
@@ -233,12 +262,19 @@ class SelectiveRelevanceMonitor(Callback):
     # -- checkpointing: the probe set survives a resume -----------------------------------------
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"probe_indices": {k: list(v) for k, v in self.probe_indices.items()}}
+        return {
+            "probe_indices": {k: list(v) for k, v in self.probe_indices.items()},
+            "probe_settings": self._draw_settings(),  # what drew them: a resume says which draw it keeps
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.probe_indices = {k: [int(i) for i in v] for k, v in state_dict.get("probe_indices", {}).items()}
+        self._restored_settings = dict(state_dict.get("probe_settings") or {})
         self._probes.clear()
+
+    def _draw_settings(self) -> dict[str, Any]:
+        return {"seed": self.seed, "num_clips": self.num_clips, "per_class": self.per_class}
 
     # -- the work ------------------------------------------------------------------------------
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -302,6 +338,7 @@ class SelectiveRelevanceMonitor(Callback):
         indices = choose_indices(
             len(dataset), self.num_clips, self.seed, stored=stored, stage=stage, labels=labels, per_class=self.per_class
         )
+        self._say_which_draw(stage, stored, indices)
         self.probe_indices[stage] = indices
         probe = load_probe(
             dataset,
@@ -370,8 +407,16 @@ class SelectiveRelevanceMonitor(Callback):
             chunk = clips[start : start + self.batch_size]
             n = chunk.shape[0]
             chunk_target = target[start : start + n] if target is not None else None
+            options = {"layer": self.gradcam_layer} if method in GRADCAM_FAMILY and self.gradcam_layer else {}
             result = explain_selective(
-                pl_module, chunk, method, chunk_target, n_std=self.n_std, threshold=self.threshold, signed=self.signed
+                pl_module,
+                chunk,
+                method,
+                chunk_target,
+                n_std=self.n_std,
+                threshold=self.threshold,
+                signed=self.signed,
+                **options,
             )
             rel.append(result.relevance)
             sel.append(result.selective)

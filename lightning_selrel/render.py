@@ -73,6 +73,7 @@ def render_panels(
     title: str = "",
     labels: Sequence[str] = ("input", "baseline", "selective"),
     min_height: int = 96,
+    display: np.ndarray | None = None,
 ) -> np.ndarray:
     """The frames of one heatmap video.
 
@@ -83,25 +84,35 @@ def render_panels(
         title: A line of text above the panels (e.g. true and predicted class).
         labels: Titles of the three panels.
         min_height: Small clips are enlarged (nearest neighbour, integer factor) to at least this.
+        display: Frames to draw on instead of the clip, uint8 (T, H', W', 3) RGB: the source video's region
+            under the model's crop at a readable size (:meth:`lightning_selrel.frames.FramePrep.display`); the
+            relevance is upsampled onto them (bilinear).
 
     Returns:
         uint8 (T, H', W', 3): a header with the title, the panel titles and a frame counter, above
         the three panels.
     """
-    frames = _numpy(clip).transpose(1, 2, 3, 0)  # (T, H, W, 3)
-    if frames.dtype != np.uint8:
-        frames = np.clip(frames, 0, 255).astype(np.uint8)
-    t_len, height, width, _ = frames.shape
     scale = colour_scale(relevance)
-    panels = np.concatenate(
-        [frames, overlay(frames, relevance, scale), overlay(frames, selective, scale)], axis=2
-    )  # (T, H, 3W, 3)
-    zoom = max(1, math.ceil(min_height / height))
-    panels = panels.repeat(zoom, axis=1).repeat(zoom, axis=2)
-    panel_w = width * zoom
-    text_size = 0.38
+    if display is not None:
+        frames = np.ascontiguousarray(display)
+        t_len, height, width, _ = frames.shape
+        relevance, selective = (_resize_maps(_numpy(m), (height, width)) for m in (relevance, selective))
+        panels = np.concatenate([frames, overlay(frames, relevance, scale), overlay(frames, selective, scale)], axis=2)
+        panel_w = width
+    else:
+        frames = _numpy(clip).transpose(1, 2, 3, 0)  # (T, H, W, 3)
+        if frames.dtype != np.uint8:
+            frames = np.clip(frames, 0, 255).astype(np.uint8)
+        t_len, height, width, _ = frames.shape
+        panels = np.concatenate(
+            [frames, overlay(frames, relevance, scale), overlay(frames, selective, scale)], axis=2
+        )  # (T, H, 3W, 3)
+        zoom = max(1, math.ceil(min_height / height))
+        panels = panels.repeat(zoom, axis=1).repeat(zoom, axis=2)
+        panel_w = width * zoom
+    text_size = max(0.38, 0.38 * panels.shape[1] / 112)  # legible at any panel size
     title_lines = _wrap(title, panels.shape[2] - 8, text_size)
-    line_h = 16
+    line_h = round(16 * text_size / 0.38)
     header_h = line_h * (len(title_lines) + 1) + 2
     out = np.empty((t_len, header_h + panels.shape[1], panels.shape[2], 3), dtype=np.uint8)
     for t in range(t_len):
@@ -112,10 +123,20 @@ def render_panels(
         for k, label in enumerate(labels):
             _put_text(header, label, (k * panel_w + 4, baseline), text_size)
         counter = f"{t + 1}/{t_len}"  # also keeps every GIF frame distinct, so none is merged away
-        _put_text(header, counter, (panels.shape[2] - 8 * len(counter) - 2, baseline), text_size)
+        counter_w = cv2.getTextSize(counter, cv2.FONT_HERSHEY_SIMPLEX, text_size, 1)[0][0]
+        _put_text(header, counter, (panels.shape[2] - counter_w - 4, baseline), text_size)
         out[t, :header_h] = header
         out[t, header_h:] = panels[t]
     return out
+
+
+def _resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Relevance (T, h, w) resized to (T, H, W) frame by frame, bilinear."""
+    if maps.shape[1:] == size:
+        return maps.astype(np.float32)
+    return np.stack(
+        [cv2.resize(m.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in maps]
+    )
 
 
 def _wrap(text: str, width: int, size: float) -> list[str]:

@@ -150,12 +150,14 @@ class Window:
         first: Stream index of ``frames[0]``.
         newest: Stream index of ``frames[-1]``.
         arrived: ``time.monotonic()`` when the newest frame arrived (the start of its latency).
+        display: The frames as drawn for a person (n, H', W', 3) uint8 RGB, when the reader kept them.
     """
 
     frames: np.ndarray
     first: int
     newest: int
     arrived: float
+    display: np.ndarray | None = None
 
 
 class RingBuffer:
@@ -173,6 +175,7 @@ class RingBuffer:
         self.capacity = int(capacity)
         self._frames: deque[np.ndarray] = deque(maxlen=self.capacity)
         self._stamps: deque[float] = deque(maxlen=self.capacity)
+        self._displays: deque[np.ndarray | None] = deque(maxlen=self.capacity)
         self._cond = threading.Condition(threading.RLock())
         self._taken = -1  # stream index of the newest frame of the last window taken
         self._skipped = 0  # frames before that one whose window was not taken
@@ -180,10 +183,12 @@ class RingBuffer:
         self.windows_taken = 0
         self.closed = False
 
-    def push(self, frame: np.ndarray, stamp: float | None = None) -> None:
-        """Add the newest frame (arrival time ``stamp``, default now); the oldest falls out when full."""
+    def push(self, frame: np.ndarray, stamp: float | None = None, display: np.ndarray | None = None) -> None:
+        """Add the newest frame (arrival time ``stamp``, default now; ``display``: the frame as drawn for a
+        person); the oldest falls out when full."""
         with self._cond:
             self._frames.append(frame)
+            self._displays.append(display)
             self._stamps.append(time.monotonic() if stamp is None else stamp)
             self.frames_read += 1
             self._cond.notify_all()
@@ -222,7 +227,8 @@ class RingBuffer:
             self._taken = newest
             self.windows_taken += 1
             first = newest - len(self._frames) + 1
-            return Window(np.stack(self._frames), first, newest, self._stamps[-1])  # (n, H, W, 3)
+            shown = None if any(d is None for d in self._displays) else np.stack(self._displays)
+            return Window(np.stack(self._frames), first, newest, self._stamps[-1], shown)  # (n, H, W, 3)
 
 
 class StreamReader(threading.Thread):
@@ -235,6 +241,8 @@ class StreamReader(threading.Thread):
             done here, off the explainer's thread.
         ring: Where frames go; closed when the source ends or the reader stops.
         pace_fps: Deliver a file's frames at this rate, as a camera would (None: as fast as decoded).
+        display: What to keep of each BGR frame to draw the panels on (the source's region under the crop at a
+            readable size, :meth:`~lightning_selrel.windows.WindowExplainer.display_frame`); None: nothing.
     """
 
     def __init__(
@@ -244,9 +252,11 @@ class StreamReader(threading.Thread):
         prep: Callable[[np.ndarray], np.ndarray],
         ring: RingBuffer,
         pace_fps: float | None,
+        display: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         super().__init__(name="selrel-frame-reader", daemon=True)
         self.capture, self.source, self.prep, self.ring, self.pace_fps = capture, source, prep, ring, pace_fps
+        self.display = display
         self.error: BaseException | None = None
         self._stop_event = threading.Event()
 
@@ -259,11 +269,12 @@ class StreamReader(threading.Thread):
                     if not ok:
                         break
                 rgb = self.prep(frame)
+                shown = self.display(frame) if self.display is not None else None
                 if self.pace_fps:
                     delay = start + index / self.pace_fps - time.monotonic()
                     if delay > 0 and self._stop_event.wait(delay):
                         break
-                self.ring.push(rgb)
+                self.ring.push(rgb, display=shown)
                 index, frame = index + 1, None
         except BaseException as error:  # handed to the explainer's thread
             self.error = error
@@ -299,14 +310,15 @@ class VideoSink:
 
     CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".gif": None}
 
-    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+    def __init__(self, path: str | os.PathLike, fps: float, label: str | os.PathLike | None = None) -> None:
         self.path = Path(path)
+        self.label = str(label if label is not None else path)  # what messages call it (the final name)
         self.fps = float(fps)
         suffix = self.path.suffix.lower()
         if suffix not in self.CODECS:
-            raise StreamError(f"--out {path}: unknown video type {suffix!r}; use a .mp4, .avi or .gif file name")
+            raise StreamError(f"--out {self.label}: unknown video type {suffix!r}; use a .mp4, .avi or .gif file name")
         if not self.path.parent.is_dir():
-            raise StreamError(f"--out {path}: folder {self.path.parent} does not exist; create it first")
+            raise StreamError(f"--out {self.label}: folder {self.path.parent} does not exist; create it first")
         self._codec = self.CODECS[suffix]
         self._writer: cv2.VideoWriter | None = None
         self._gif: list[np.ndarray] = []
@@ -322,7 +334,7 @@ class VideoSink:
                 fourcc = cv2.VideoWriter_fourcc(*self._codec)
                 self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
                 if not self._writer.isOpened():
-                    raise StreamError(f"--out {self.path}: OpenCV cannot write {self._codec} video here; try .avi")
+                    raise StreamError(f"--out {self.label}: OpenCV cannot write {self._codec} video here; try .avi")
             bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
             for _ in range(repeat):
                 self._writer.write(bgr)
@@ -343,7 +355,7 @@ class VideoSink:
         readable = capture.isOpened() and capture.read()[0]
         capture.release()
         if not readable:
-            raise StreamError(f"--out {self.path} was written but does not read back; try an .avi file name")
+            raise StreamError(f"--out {self.label} was written but does not read back; try an .avi file name")
 
 
 # -- what a person sees -----------------------------------------------------------------------

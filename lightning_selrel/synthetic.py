@@ -283,8 +283,8 @@ class MotionContextDataModule(pl.LightningDataModule):
         num_classes: Number of classes (at least 4).
         clip_shape: (T, H, W) of every clip.
         cue: What carries the class: ``"motion"``, ``"context"`` or ``"both"``.
-        train_size: Training clips per epoch.
-        val_size: Validation clips.
+        train_size: Training clips per epoch (at least 1).
+        val_size: Validation clips (0 turns validation off; the monitor and the default scheduler need it).
         test_size: Test (and predict) clips.
         noise: Per-frame Gaussian pixel noise, in pixel levels.
         num_objects: Moving objects per clip.
@@ -313,6 +313,15 @@ class MotionContextDataModule(pl.LightningDataModule):
         object_size: tuple[float, float] = (1 / 6, 1 / 4),
     ) -> None:
         super().__init__()
+        for name, value, low in (
+            ("train_size", train_size, 1),
+            ("val_size", val_size, 0),
+            ("test_size", test_size, 0),
+            ("batch_size", batch_size, 1),
+            ("num_workers", num_workers, 0),
+        ):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         clip_shape = [int(s) for s in clip_shape]  # a plain list in the hyperparameters, as the model's
         object_size = (float(object_size[0]), float(object_size[1]))
         self.save_hyperparameters()

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader
 
 from .frames import C3D_CROP, C3D_RESIZE, VideoDecodeError, probe_video
@@ -222,7 +223,7 @@ class UCF101DataModule(pl.LightningDataModule):
             if number < _MAX_SKIP_WARNINGS:
                 rank_zero_warn(f"skipping video {path}: {reason}")
         if not videos:
-            raise RuntimeError(
+            raise MisconfigurationException(
                 f"none of the {len(entries)} videos of {self.split_files[which]} can be read "
                 f"(first reasons: {list(skipped.values())[:3]}); check root={self.root} and OpenCV's video support"
             )

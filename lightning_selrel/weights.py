@@ -38,7 +38,7 @@ from torch import nn
 from .checkpoint import load_file
 from .model import C3D, pooled_shape
 
-__all__ = ["LoadReport", "NAMINGS", "load_c3d_weights", "read_state_dict"]
+__all__ = ["LoadReport", "NAMINGS", "load_c3d_weights", "load_matching_weights", "read_state_dict"]
 
 _WRAPPERS = ("state_dict", "model_state_dict", "model", "net")
 
@@ -239,5 +239,49 @@ def load_c3d_weights(net: C3D, path: str | os.PathLike, *, strict_head: bool = F
             nn.init.zeros_(fc.bias)
 
     report = LoadReport(path=path, naming=naming, loaded=tuple(loaded), head=head_status)
+    rank_zero_info(str(report))
+    return report
+
+
+def load_matching_weights(net: nn.Module, path: str | os.PathLike) -> LoadReport:
+    """Load a state dict whose names match ``net``'s (after ``module.`` / ``net.`` / ``backbone.`` prefixes), e.g.
+    torchvision's R3D-18 or R(2+1)D-18 weights into :mod:`lightning_selrel.resnet3d`; the last Linear (the head) is
+    re-initialised when its shape differs.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If the file cannot be read safely, a name is missing or a shape differs (naming it).
+    """
+    path = Path(path).expanduser()
+    state = read_state_dict(path)
+    own = net.state_dict()
+    for prefix in ("net.", "backbone."):
+        if not any(k in own for k in state) and any(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items()}
+    linears = [name for name, module in net.named_modules() if isinstance(module, nn.Linear)]
+    head = linears[-1] if linears else None
+    missing = [k for k in own if k not in state and not (head and k.startswith(head + "."))]
+    if missing:
+        raise ValueError(
+            f"{path} lacks {len(missing)} of this network's tensors, e.g. {missing[:5]}; its keys: {list(state)[:8]}"
+        )
+    loaded, head_status = [], "loaded"
+    with torch.no_grad():
+        for key, target in own.items():
+            source = state.get(key)
+            if head and key.startswith(head + ".") and (source is None or source.shape != target.shape):
+                head_status = f"the file's {head} has another shape ({None if source is None else tuple(source.shape)})"
+                continue
+            if source.shape != target.shape:
+                raise ValueError(
+                    f"{path}: {key} has shape {tuple(source.shape)} but this network's has {tuple(target.shape)}"
+                )
+            target.copy_(source)
+            loaded.append(key)
+        if head_status != "loaded":
+            fc = net.get_submodule(head)
+            nn.init.normal_(fc.weight, std=0.01)
+            nn.init.zeros_(fc.bias)
+    report = LoadReport(path=path, naming="matching names", loaded=tuple(loaded), head=head_status)
     rank_zero_info(str(report))
     return report

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from .classifier import C3DClassifier
+from .explain import GRADCAM_FAMILY
 from .flow import motion_mask
 from .frames import FramePrep, loop_pad
 from .measure import explain_selective
@@ -41,24 +41,44 @@ METRICS = WINDOW_METRICS
 class WindowExplainer:
     """Classifies, explains and measures one window, and renders its panels (one row per method)."""
 
-    model: C3DClassifier
+    model: torch.nn.Module
     methods: Sequence[str] = ("dtd",)
     n_std: float = 4.0
     flow: str | None = "farneback"
     flow_threshold: float = 0.5
     threshold: str = "std"
+    clip_shape: Sequence[int] | None = None  # default: the model's
+    class_names: Sequence[str] | None = None  # default: the model's, else class indices
+    layer: str | None = None  # the GradCAM family's layer (default: the last Conv3d)
+    panel_size: int = 240  # panel height in pixels, drawn on the source frames; 0: the model's input, enlarged
+
+    def __post_init__(self) -> None:
+        if self.clip_shape is None:
+            self.clip_shape = tuple(self.model.clip_shape)
+        if self.class_names is None:
+            self.class_names = list(getattr(self.model, "class_names", None) or [])
 
     @property
     def clip_len(self) -> int:
-        return int(self.model.clip_shape[0])
+        return int(self.clip_shape[0])
 
-    def __call__(self, frames: np.ndarray, first: int, real: int | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    def display_frame(self, prep: FramePrep) -> Callable[[np.ndarray], np.ndarray] | None:
+        """What the loops keep of each decoded BGR frame to draw the panels on (None: the model's input)."""
+        if not self.panel_size:
+            return None
+        return lambda frame: prep.display(frame, int(self.panel_size))
+
+    def __call__(
+        self, frames: np.ndarray, first: int, real: int | None = None, display: np.ndarray | None = None
+    ) -> tuple[dict[str, Any], np.ndarray]:
         """Explain frames (T, H, W, 3) uint8 RGB starting at stream frame ``first``.
 
         Args:
             frames: The window, loop-padded if the source had fewer than T frames.
             first: Stream index of ``frames[0]``.
             real: Frames of the source in the window (default T); fewer means loop-padded.
+            display: The same frames as the person sees them (T, H', W', 3) uint8 RGB (:meth:`display_frame`),
+                to draw the panels on; None: the model's input, enlarged.
 
         Returns:
             The window's record (prediction, per-method metrics and timings) and the rendered panels
@@ -73,14 +93,15 @@ class WindowExplainer:
         batch = clip[None].to(next(self.model.parameters()).device)  # (1, 3, T, H, W), once for all methods
         rows = []
         for method in self.methods:
-            result = explain_selective(self.model, batch, method, n_std=self.n_std, threshold=self.threshold)
+            options = {"layer": self.layer} if self.layer and method in GRADCAM_FAMILY else {}
+            result = explain_selective(self.model, batch, method, n_std=self.n_std, threshold=self.threshold, **options)
             rel, sel = result.relevance[0].cpu(), result.selective[0].cpu()  # (T, H, W)
             if record["prediction"] is None:
                 probability, index = result.logits[0].softmax(dim=-1).max(dim=-1)
-                names = self.model.class_names
+                names = self.class_names
                 record["prediction"] = {
                     "index": int(index),
-                    "name": names[int(index)],
+                    "name": names[int(index)] if int(index) < len(names) else str(int(index)),
                     "probability": float(probability),
                 }
             scores = clip_scores(rel[None], sel[None], flow=motion[None] if motion is not None else None)
@@ -91,7 +112,8 @@ class WindowExplainer:
             }
             pred = record["prediction"]
             title = f"{pred['name']} ({pred['probability']:.2f}) | frames {first}-{record['end']} | n={self.n_std:g}"
-            rows.append(render_panels(clip, rel, sel, title=title, labels=("input", method, "selective")))
+            labels = ("input", method, "selective")
+            rows.append(render_panels(clip, rel, sel, title=title, labels=labels, display=display))
         return record, np.concatenate(rows, axis=1)  # (T, rows * H', W', 3)
 
 
@@ -107,7 +129,9 @@ def run_offline(
     max_windows: int | None = None,
 ) -> dict[str, Any]:
     """Slide a window over a video file; returns ``{"stopped", "windows", "summary"}``."""
-    length, records, recent = explainer.clip_len, [], deque(maxlen=explainer.clip_len)
+    length, records = explainer.clip_len, []
+    recent, shown = deque(maxlen=length), deque(maxlen=length)  # model input and display frames
+    display = explainer.display_frame(prep)
     state = {"written": -1, "stopped": "end of video"}
     started = time.perf_counter()
     expected = None
@@ -116,7 +140,10 @@ def run_offline(
         expected = span // stride + 1 + (span % stride > 0)
 
     def process(frames: np.ndarray, first: int, real: int, tail: bool = False) -> bool:
-        record, rendered = explainer(frames, first, real)
+        views = np.stack(shown) if display is not None else None
+        if views is not None and len(views) < len(frames):
+            views = loop_pad(views, len(frames))
+        record, rendered = explainer(frames, first, real, views)
         record["tail"] = tail
         records.append(record)
         for t in range(max(0, state["written"] + 1 - first), real):  # frames not written by earlier windows
@@ -137,6 +164,8 @@ def run_offline(
     try:
         while frame is not None:
             recent.append(prep(frame))
+            if display is not None:
+                shown.append(display(frame))
             start = index - length + 1
             if start >= 0 and start % stride == 0:
                 last_start = start
@@ -178,7 +207,7 @@ def run_live(
     """
     length, records = explainer.clip_len, []
     ring = RingBuffer(length)
-    reader = StreamReader(capture, source, prep, ring, pace_fps)
+    reader = StreamReader(capture, source, prep, ring, pace_fps, display=explainer.display_frame(prep))
     stopped, last_newest, first_take = "source ended", None, None
     started = time.monotonic()
     reader.start()
@@ -195,7 +224,10 @@ def run_live(
             first_take = first_take or time.monotonic()
             real = len(window.frames)
             frames = window.frames if real == length else loop_pad(window.frames, length)
-            record, rendered = explainer(frames, window.first, real)
+            views = window.display
+            if views is not None and len(views) < length:
+                views = loop_pad(views, length)
+            record, rendered = explainer(frames, window.first, real, views)
             repeat = 1 if last_newest is None else window.newest - last_newest
             last_newest = window.newest
             keep_going = outputs.emit(rendered[real - 1], repeat)  # the newest frame, as the paper shows it

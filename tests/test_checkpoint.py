@@ -73,9 +73,12 @@ def test_usable_files_and_what_they_are(files):
 
 
 def test_load_classifier_rebuilds_the_model_and_names_what_is_not_one(files):
-    model, datamodule = load_classifier(files / "model.ckpt")
-    assert model.class_names == ["a", "b", "c"] and not model.training and datamodule == {}
-    with pytest.raises(CheckpointError, match=r"weights.pth is a bare state dict of \d+ tensors .*not a C3DClassifier"):
+    loaded = load_classifier(files / "model.ckpt")
+    assert loaded.class_names == ["a", "b", "c"] and not loaded.model.training and loaded.datamodule == {}
+    assert loaded.clip_shape == (16, 16, 16)
+    with pytest.raises(
+        CheckpointError, match=r"weights.pth is a bare state dict of \d+ tensors .*not a Lightning checkpoint"
+    ):
         load_classifier(files / "weights.pth")
     with pytest.raises(CheckpointError, match="random.ckpt with torch.load.*not a PyTorch file"):
         load_classifier(files / "random.ckpt")

@@ -8,22 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from tiny_cli import TINY
 
 from lightning_selrel.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-# A tiny model and data so that instantiating and running stay fast.
-TINY = [
-    "--model.width=2",
-    "--model.fc_dim=8",
-    "--data.init_args.train_size=8",
-    "--data.init_args.val_size=4",
-    "--data.init_args.test_size=4",
-    "--data.init_args.batch_size=4",
-    "--data.init_args.clip_shape=[16,16,16]",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-]
 
 
 @pytest.fixture(autouse=True)
@@ -121,3 +110,8 @@ def test_misspelled_config_key_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(bad)])
     assert "fc_dimm" in capsys.readouterr().err
+
+
+def test_fit_any_architecture_by_name():
+    cli = main(["fit", *TINY, "--model.arch=r2plus1d_18", "--trainer.fast_dev_run=1"])
+    assert type(cli.model.net).__name__ == "R2Plus1D18" and cli.trainer.state.finished

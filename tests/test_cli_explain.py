@@ -8,6 +8,7 @@ ring buffer a camera uses.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -26,12 +27,12 @@ from ucf_fixture import write_video
 
 from lightning_selrel import C3DClassifier, cli
 from lightning_selrel.cli_explain import main
-from lightning_selrel.stream import count_frames, display_unavailable
+from lightning_selrel.stream import StreamError, count_frames, display_unavailable
 from lightning_selrel.windows import WindowExplainer
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["left", "right", "up", "down"]
-PANEL_H = 34 + 96  # render_panels: header + 16 px frames enlarged 6x
+PANEL_H = 34 + 96  # --panel-size 0, render_panels: header + 16 px frames enlarged 6x
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: a tiny model is many times faster on one thread
 
@@ -83,7 +84,9 @@ def test_offline_writes_a_playable_mp4_and_a_nan_free_report(files, tmp_path, ca
     capture = cv2.VideoCapture(str(out))
     ok, frame = capture.read()
     capture.release()
-    assert ok and frame.shape == (2 * PANEL_H, 3 * 96, 3)  # one row per method, input | baseline | selective
+    # One row per method, input | baseline | selective, each panel 240 px (--panel-size) of the source under the
+    # crop, with a header whose text grows with it.
+    assert ok and frame.shape[1:] == (3 * 240, 3) and 2 * (240 + 40) <= frame.shape[0] <= 2 * (240 + 100)
     assert count_frames(out) == 40  # every frame once, at the video's rate
 
     data = read_json(report)
@@ -120,7 +123,7 @@ def test_offline_gif_covers_the_tail_and_loop_pads_a_short_video(files, tmp_path
     assert [(w["start"], w["tail"]) for w in windows] == [(0, False), (16, False), (24, True)]
 
     args = ["--ckpt", str(files.ckpt), "--video", str(files.short), "--out", str(gif), "--json", str(report)]
-    assert main([*args, "--quiet"]) == 0
+    assert main([*args, "--quiet", "--panel-size", "0"]) == 0
     (window,) = read_json(report)["windows"]
     assert window["loop_padded"] and (window["start"], window["end"]) == (0, 9)
     with Image.open(gif) as image:
@@ -234,7 +237,7 @@ def test_bad_input_is_one_line_naming_the_value(files, tmp_path, capsys):
             "--json",
             json_out,
         ],
-        "other.ckpt is a bare state dict of 1 tensors (weights only, no training state), not a C3DClassifier": [
+        "other.ckpt is a bare state dict of 1 tensors (weights only, no training state), not a Lightning checkpoint": [
             "--ckpt",
             str(files.base / "other.ckpt"),
             "--video",
@@ -289,3 +292,132 @@ def test_python_m_dispatches_explain(files, tmp_path, capsys):
     )
     assert result.returncode == 2 and "video file nope.avi not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_explain_a_user_written_model_named_by_its_class(files, tmp_path, capsys):
+    from user_model import UserClassifier
+
+    torch.manual_seed(0)
+    model = UserClassifier(class_names=NAMES)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    ckpt = tmp_path / "user.ckpt"
+    trainer.save_checkpoint(ckpt)
+    report = tmp_path / "user.json"
+    args = [
+        "--ckpt",
+        str(ckpt),
+        "--video",
+        str(files.clip40),
+        "--json",
+        str(report),
+        "--quiet",
+        "--methods",
+        "dtd,gradcam",
+    ]
+    assert main([*args, "--model-class", "user_model.UserClassifier"]) == 2  # no clip shape anywhere: say so
+    assert "pass --clip-shape T H W" in capsys.readouterr().err
+    assert main([*args, "--model-class", "user_model.UserClassifier", "--clip-shape", "16", "16", "16"]) == 0
+    data = read_json(report)
+    assert data["clip_shape"] == [16, 16, 16] and data["windows"][0]["prediction"]["name"] in NAMES
+    assert data["windows"][0]["methods"]["dtd"]["spatial_bias"] is not None
+    assert main([*args]) == 2  # without --model-class it is not this project's classifier
+    assert "name its class with --model-class" in capsys.readouterr().err
+
+
+# -- nothing is lost -----------------------------------------------------------------------------
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("explain: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def test_unwritable_outputs_are_named_before_any_work(files, tmp_path, capsys, monkeypatch):
+    base = ["--ckpt", str(files.ckpt), "--video", str(files.clip40)]
+    calls = []
+    monkeypatch.setattr(WindowExplainer, "__call__", lambda *a, **k: calls.append(1))  # must never run
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    cases = {
+        f"--out {tmp_path}/missing/out.mp4: folder {tmp_path}/missing does not exist": [
+            "--out",
+            str(tmp_path / "missing" / "out.mp4"),
+        ],
+        f"--json {tmp_path}/missing/r.json: folder {tmp_path}/missing does not exist": [
+            "--json",
+            str(tmp_path / "missing" / "r.json"),
+        ],
+        f"--json {folder} is a folder; pass a file name": ["--json", str(folder)],
+        "--panel-size 8: use 0": ["--json", str(tmp_path / "r.json"), "--panel-size", "8"],
+        "--out and --json are the same file": ["--out", str(tmp_path / "x.gif"), "--json", str(tmp_path / "x.gif")],
+    }
+    for expected, args in cases.items():
+        assert main([*base, *args, "--quiet"]) == 2, expected
+        assert expected in _one_line(capsys)
+    assert not calls and sorted(p.name for p in tmp_path.iterdir()) == ["a_folder"]
+
+
+def test_a_failed_run_never_replaces_existing_outputs(files, tmp_path, capsys, monkeypatch):
+    out, report = tmp_path / "out.mp4", tmp_path / "r.json"
+    args = ["--ckpt", str(files.ckpt), "--video", str(files.clip40), "--out", str(out), "--json", str(report)]
+    assert main([*args, "--quiet", "--panel-size", "0"]) == 0  # a good earlier run
+    before = {p: _sha(p) for p in (out, report)}
+    capsys.readouterr()
+
+    calls = []
+    explain = WindowExplainer.__call__
+
+    def fail_second(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise StreamError("reading the video failed half-way")
+        return explain(self, *a, **k)
+
+    monkeypatch.setattr(WindowExplainer, "__call__", fail_second)
+    assert main([*args, "--quiet"]) == 2
+    assert "reading the video failed half-way" in _one_line(capsys)
+    assert {p: _sha(p) for p in (out, report)} == before  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "r.json"]  # no partial files left
+
+    monkeypatch.setattr(WindowExplainer, "__call__", explain)
+    assert main([*args, "--quiet"]) == 0  # a run that succeeds replaces them
+    assert _sha(out) != before[out] and sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "r.json"]
+
+
+def test_random_bytes_ckpt_is_not_a_checkpoint(files, tmp_path, capsys):
+    random = tmp_path / "random.ckpt"
+    random.write_bytes(bytes(range(256)) * 40)
+    args = ["--ckpt", str(random), "--video", str(files.clip40), "--json", str(tmp_path / "r.json")]
+    assert main(args) == 2
+    line = _one_line(capsys)
+    assert "random.ckpt" in line and "not a PyTorch file" in line and "Python objects" not in line
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_truncated_video_is_reported_in_the_log_and_the_report(files, tmp_path):
+    """As a user runs it (a fresh process, so FFmpeg's own logging is first configured by the command): the
+    warning names the file and both frame counts, and no FFmpeg line reaches stderr."""
+    data = files.clip40.read_bytes()
+    truncated = tmp_path / "truncated.avi"
+    truncated.write_bytes(data[: len(data) // 2])
+    report = tmp_path / "r.json"
+    command = [sys.executable, "-m", "lightning_selrel", "explain", "--ckpt", str(files.ckpt), "--quiet"]
+    result = subprocess.run(
+        [*command, "--video", str(truncated), "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines and all(line.startswith("explain: warning: ") for line in lines), result.stderr
+    data = read_json(report)
+    claimed, read = data["source"]["frames"], data["summary"]["frames_read"]
+    assert read < claimed == 40
+    (warning,) = data["warnings"]
+    assert f"ends after {read} of the 40 frames its header claims" in warning and "truncated.avi" in warning
+    assert warning in lines[0]

@@ -262,7 +262,7 @@ def test_unknown_layer_raises_type_error_naming_it():
         dtd(model, torch.rand(1, 3, 4, 4, 4), bounds=(0.0, 1.0))
 
 
-def test_non_sequential_model_raises_type_error():
+def test_a_model_with_its_own_forward_is_walked_and_an_untraceable_one_is_named():
     class Wrapped(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -271,8 +271,17 @@ def test_non_sequential_model_raises_type_error():
         def forward(self, x):
             return self.body(x)
 
-    with pytest.raises(TypeError, match="sequential"):
-        dtd(Wrapped(), torch.rand(1, 4), bounds=(0.0, 1.0))
+    relevance, _, _ = dtd(Wrapped().double(), torch.rand(3, 4, dtype=torch.float64), bounds=(0.0, 1.0))
+    torch.testing.assert_close(relevance.sum(dim=1), torch.ones(3, dtype=torch.float64))
+
+    class Branching(Wrapped):
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+                return self.body(x)
+            return -self.body(x)
+
+    with pytest.raises(TypeError, match="Branching cannot be traced .*control flow"):
+        dtd(Branching(), torch.rand(1, 4), bounds=(0.0, 1.0))
 
 
 def test_zb_without_bounds_or_normalize_raises():
@@ -282,8 +291,167 @@ def test_zb_without_bounds_or_normalize_raises():
     dtd(model.net, model.normalize(pixel_clips()), first_rule="zplus")  # z+ needs no bounds
 
 
+def test_batchnorm_must_follow_a_convolution_and_models_with_two_inputs_are_named():
+    model = nn.Sequential(nn.BatchNorm3d(3), nn.Conv3d(3, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 64, 3))
+    with pytest.raises(TypeError, match="folds BatchNorm3d into the Conv3d it follows"):
+        dtd(model.eval(), torch.rand(1, 3, 4, 4, 4), bounds=(0.0, 1.0))
+
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x, y):
+            return self.fc(x + y)
+
+    with pytest.raises(TypeError, match="one input"):
+        dtd(TwoInputs(), torch.rand(1, 4), bounds=(0.0, 1.0))
+
+
 def test_layer_walk_of_classifier_and_nested_sequential():
     names = [name for name, _ in dtd_layers(small_classifier())]
     assert names[:3] == ["normalize", "net.conv1a", "net.relu1a"] and names[-1] == "net.fc8"
     nested = nn.Sequential(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), nn.ReLU(), nn.Linear(3, 2))
     assert [name for name, _ in dtd_layers(nested)] == ["0.0", "0.1", "1", "2"]
+
+
+# -- residual networks, BatchNorm and global pooling -------------------------------------------------
+def residual_classifier(arch: str, seed: int = 0) -> C3DClassifier:
+    """A small R3D-18 / R(2+1)D-18 with non-trivial BatchNorm scales and zero biases (BN beta and running mean 0)."""
+    torch.manual_seed(seed)
+    model = C3DClassifier(num_classes=5, width=4, clip_shape=(8, 32, 32), arch=arch)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm3d):
+                module.weight.uniform_(0.5, 1.5)
+                module.running_var.uniform_(0.5, 2.0)
+    return model.eval().double()
+
+
+@pytest.mark.parametrize("arch", ["r3d_18", "r2plus1d_18"])
+@pytest.mark.parametrize("start", ["one", "logit"])
+def test_conservation_on_residual_networks_with_zero_biases(arch, start):
+    model = residual_classifier(arch)
+    clips = pixel_clips(batch=2, shape=(8, 32, 32))
+    relevance, logits, target = dtd(model, clips, start=start)
+    logit = logits.gather(1, target[:, None])[:, 0]
+    expected = logit if start == "logit" else torch.ones_like(logit)
+    torch.testing.assert_close(relevance.sum(dim=(1, 2, 3, 4)), expected, rtol=1e-3, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(clips.double()))  # BatchNorm in eval semantics
+    assert (relevance >= 0).all()  # z+ and zB with a positive start
+
+
+class TinyResidual(nn.Module):
+    """conv-bn-relu, a residual block (conv-bn-relu-conv-bn plus the identity), relu, global mean, linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv3d(2, 3, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm3d(3)
+        self.relu0 = nn.ReLU()
+        self.conv1 = nn.Conv3d(3, 3, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm3d(3)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv3d(3, 3, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm3d(3)
+        self.relu2 = nn.ReLU()
+        self.fc = nn.Linear(3, 4)
+
+    def forward(self, x):
+        x = self.relu0(self.bn0(self.stem(x)))
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        x = self.relu2(out + x)
+        return self.fc(x.mean(dim=(2, 3, 4)))
+
+
+def folded(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> tuple[np.ndarray, np.ndarray]:
+    """The dense matrix (out, in) and bias of bn(conv(.)) on a (C, 2, 2, 2) input, by unit vectors."""
+    n = conv.in_channels * 8
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, conv.in_channels, 2, 2, 2)
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        w = torch.nn.functional.conv3d(basis, conv.weight, None, 1, 1) * scale.view(1, -1, 1, 1, 1)
+        bias = (bn.bias - bn.running_mean * scale).view(-1, 1, 1, 1).expand(-1, 2, 2, 2).reshape(-1)
+    return w.reshape(n, -1).T.numpy(), bias.numpy()
+
+
+def reference_residual(model: TinyResidual, x: np.ndarray, low: float, high: float, target: int) -> np.ndarray:
+    """The rules written out with loops on dense matrices: zB at the stem (folded BN), z+ in the block, the
+    residual sum split by positive parts, the mean's z-rule, z+ at the head; relevance 1 at the target."""
+    w0, b0 = folded(model.stem, model.bn0)
+    w1, b1 = folded(model.conv1, model.bn1)
+    w2, b2 = folded(model.conv2, model.bn2)
+    wf = model.fc.weight.detach().numpy()
+    xv = x.ravel()
+    a0 = np.maximum(w0 @ xv + b0, 0)
+    a1 = np.maximum(w1 @ a0 + b1, 0)
+    z2 = w2 @ a1 + b2
+    a2 = np.maximum(z2 + a0, 0)
+    pooled = a2.reshape(3, 8).mean(axis=1)
+
+    def zplus(w: np.ndarray, a: np.ndarray, r_out: np.ndarray) -> np.ndarray:
+        r = np.zeros_like(a)
+        for j in range(w.shape[0]):
+            denominator = sum(a[i] * max(w[j, i], 0) for i in range(a.size)) + 1e-9
+            for i in range(a.size):
+                r[i] += a[i] * max(w[j, i], 0) / denominator * r_out[j]
+        return r
+
+    r_pooled = zplus(wf[target : target + 1], pooled, np.array([1.0]))  # the head
+    r_a2 = np.zeros_like(a2)
+    for c in range(3):  # the mean: each channel's relevance in proportion to its voxels
+        block = a2[c * 8 : (c + 1) * 8]
+        r_a2[c * 8 : (c + 1) * 8] = block / (block.sum() + 1e-9) * r_pooled[c]
+    r_out, r_skip = np.zeros_like(a2), np.zeros_like(a2)  # the residual sum (relu passes relevance through)
+    for i in range(a2.size):
+        p, q = max(z2[i], 0), max(a0[i], 0)
+        share = 0.5 if p + q <= 0 else p / (p + q)
+        r_out[i], r_skip[i] = r_a2[i] * share, r_a2[i] * (1 - share)
+    r_a1 = zplus(w2, a1, r_out)
+    r_a0 = zplus(w1, a0, r_a1) + r_skip
+    relevance = np.zeros_like(xv)  # zB at the stem
+    for j in range(w0.shape[0]):
+        terms = [xv[i] * w0[j, i] - low * max(w0[j, i], 0) - high * min(w0[j, i], 0) for i in range(xv.size)]
+        total = sum(terms)
+        total += 1e-9 if total >= 0 else -1e-9
+        for i in range(xv.size):
+            relevance[i] += terms[i] / total * r_a0[j]
+    return relevance.reshape(x.shape)
+
+
+def test_a_tiny_residual_network_equals_the_rules_written_out():
+    torch.manual_seed(3)
+    model = TinyResidual().double()
+    with torch.no_grad():
+        for bn in (model.bn0, model.bn1, model.bn2):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.2, 0.2)
+            bn.running_mean.uniform_(-0.3, 0.3)
+            bn.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.rand(2, 2, 2, 2, 2, dtype=torch.float64)
+    ours, logits, target = dtd(model, x, bounds=(0.0, 1.0))
+    for b in range(2):
+        expected = reference_residual(model, x[b].numpy(), 0.0, 1.0, int(target[b]))
+        np.testing.assert_allclose(ours[b].numpy(), expected, rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("arch", ["r3d_18", "r2plus1d_18"])
+def test_the_model_is_untouched_also_after_an_exception(arch):
+    model = residual_classifier(arch).float().train()
+    model.net.layer2.train(False)  # a mixed mode must come back as it was
+    modes = [(name, m.training) for name, m in model.named_modules()]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+    clips = pixel_clips(batch=2, shape=(8, 32, 32))
+    from lightning_selrel import explain
+
+    explain(model, clips, "dtd")
+    with pytest.raises(ValueError, match="target class indices"):
+        explain(model, clips, "dtd", target=[0, 99])
+    assert [(name, m.training) for name, m in model.named_modules()] == modes
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key  # BatchNorm statistics included: folding used temporaries
+    after = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+    assert after == hooks

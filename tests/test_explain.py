@@ -339,6 +339,22 @@ def test_resolve_layer_errors(model):
         resolve_layer(nn.Sequential(nn.Linear(2, 2)), None)
 
 
+def test_a_network_declares_its_gradcam_layer():
+    resnet = C3DClassifier(num_classes=4, width=2, fc_dim=8, clip_shape=(16, 16, 16), arch="r2plus1d_18")
+    assert resolve_layer(resnet, None) is resnet.net.layer4  # the last stage's output, not its last Conv3d
+    assert resolve_layer(resnet, "net.layer3") is resnet.net.layer3  # a named layer wins
+
+    class Declared(nn.Module):
+        gradcam_layer = "features.1"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv3d(3, 2, 3), nn.ReLU(), nn.Conv3d(2, 2, 1))
+
+    wrapper = nn.Sequential(Declared())
+    assert resolve_layer(wrapper, None) is wrapper[0].features[1]  # relative to the declaring module
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_a_frozen_model_is_explained_and_stays_frozen(method):
     model = small_classifier()

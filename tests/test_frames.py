@@ -83,3 +83,19 @@ def test_explain_preprocesses_a_video_exactly_as_the_ucf101_validation_transform
     ours = np.stack([prep(decoded[i]) for i in window])  # (16, 112, 112, 3) RGB
     np.testing.assert_array_equal(ours, clip.permute(1, 2, 3, 0).numpy())
     assert prep.resize == C3D_RESIZE
+
+
+def test_display_frames_are_the_source_region_under_the_models_crop():
+    ucf = {"_class_path": "lightning_selrel.ucf101.UCF101DataModule", "resize": [128, 171], "crop": 112}
+    prep = FramePrep.for_checkpoint((112, 112), ucf)
+    # 240 x 320 -> 128 x 171 -> crop rows 8..120, columns 29..141: rows 15..225 and columns 54..264 of the source.
+    assert prep.crop_region((240, 320)) == (15, 54, 210, 210)
+    big = np.random.default_rng(2).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    shown = prep.display(big, 210)  # at the region's own size: the region itself, RGB
+    np.testing.assert_array_equal(shown, big[15:225, 54:264, ::-1])
+    assert prep.display(big, 240).shape == (240, 240, 3)
+    # The built-in data: frames scaled to the clip, aspect kept, so the crop is the central square.
+    synthetic = FramePrep.for_checkpoint((48, 48), {"_class_path": "MotionContextDataModule"})
+    assert synthetic.crop_region((240, 320)) == (0, 40, 240, 240)
+    wide = FramePrep((32, 64))  # a non-square clip keeps its aspect on screen
+    assert wide.display(big, 100).shape == (100, 200, 3)

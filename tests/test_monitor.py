@@ -291,3 +291,48 @@ def test_ddp_two_processes_match_one_process(tmp_path):
         assert ddp_row["class"] == single_row["class"] and ddp_row["clips"] == single_row["clips"]
         for key in ("acc", "reliance", "spatial_bias_dtd", "spatial_bias_guided_backprop"):
             assert float(ddp_row[key]) == pytest.approx(float(single_row[key]), abs=1e-6), key
+
+
+def test_a_user_written_lightning_module_trains_with_the_monitor(tmp_path):
+    """Any LightningModule whose forward takes the clips as the data yields them: DTD walks its graph (its own
+    normalisation, residual block, BatchNorm, global pooling), captum's GradCAM finds its last Conv3d."""
+    from user_model import UserClassifier
+
+    dm = MotionContextDataModule(clip_shape=SHAPE, train_size=8, val_size=8, batch_size=4)
+    torch.manual_seed(0)
+    model = UserClassifier(class_names=dm.class_names)
+    monitor = SelectiveRelevanceMonitor(num_clips=4, num_videos=1, fps=4)  # the default methods
+    _trainer(tmp_path, monitor, max_epochs=1, limit_train_batches=2).fit(model, dm)
+    logged = scalars(load(tmp_path))
+    for method in ("dtd", "gradcam", "guided_backprop", "guided_gradcam"):
+        assert 0.0 <= logged[tags.method_tag(method, "spatial_bias")][-1][1] <= 1.0, method
+        assert logged[tags.method_tag(method, "no_relevance")][-1][1] == 0.0 or method != "dtd"
+    assert tags.behaviour_tag("acc_frozen") in logged and "selrel/dtd/clip_0" in images(load(tmp_path))
+
+
+def test_a_model_that_cannot_be_explained_fails_before_training(tmp_path):
+    dm, _, _ = _setup()
+
+    class NoConvolution(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(3 * 16 * 16 * 16, 4)
+
+        def forward(self, clips):
+            return self.head(clips.float().flatten(1))
+
+        def training_step(self, batch, batch_idx):  # pragma: no cover - never reached
+            raise AssertionError("trained before the check")
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    with pytest.raises(MisconfigurationException, match="GradCAM family needs a 5-D convolutional layer"):
+        _trainer(tmp_path, SelectiveRelevanceMonitor(methods=["gradcam"], num_clips=2)).fit(NoConvolution(), dm)
+
+    class Tanh(NoConvolution):
+        def forward(self, clips):
+            return torch.tanh(self.head(clips.float().flatten(1)))
+
+    with pytest.raises(MisconfigurationException, match="dtd cannot explain Tanh: DTD has no rule for function 'tanh'"):
+        _trainer(tmp_path, SelectiveRelevanceMonitor(methods=["dtd"], num_clips=2)).fit(Tanh(), dm)

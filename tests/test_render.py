@@ -68,3 +68,18 @@ def test_gif_is_an_image_summary_tensorboard_reads(tmp_path):
     (event,) = images(load(tmp_path))["selrel/dtd/clip_0"]
     assert event.step == 7 and event.encoded_image_string[:6] == b"GIF89a"
     assert (event.height, event.width) == frames.shape[1:3]
+
+
+def test_panels_drawn_on_display_frames_put_the_relevance_where_it_is():
+    clip = _clip(t=4, h=16, w=16)
+    display = np.full((4, 160, 160, 3), 100, dtype=np.uint8)  # the source region at 10x the model's size
+    rel = np.zeros((4, 16, 16), dtype=np.float32)
+    rel[:, 2:4, 12:14] = 1.0  # top right of the model's input
+    frames = render_panels(clip, rel, rel, title="a title", display=display)
+    assert frames.shape[2] == 3 * 160
+    header = frames.shape[1] - 160
+    assert header >= 40  # labels scaled with the panels
+    baseline = frames[0, header:, 160:320].astype(int)
+    hot, cold = baseline[20:40, 120:140], baseline[120:140, 20:40]  # rows 2..4, columns 12..14, upsampled
+    assert (hot[..., 0] - hot[..., 2]).mean() > 50 and abs(cold[..., 0] - cold[..., 2]).mean() < 5
+    np.testing.assert_array_equal(frames[0, header:, :160], display[0])  # the input panel is the display frame

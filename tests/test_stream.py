@@ -30,3 +30,15 @@ def test_ring_buffer_keeps_the_newest_window_and_counts_drops():
     short.close()
     window = short.take(timeout=0)
     assert window.frames.shape[0] == 2 and short.exhausted and short.frames_dropped == 0
+
+
+def test_ring_buffer_keeps_display_frames_beside_the_model_frames():
+    ring = RingBuffer(2)
+    for i in range(3):
+        ring.push(np.full((1,), i), display=np.full((2,), 10 * i))
+    window = ring.take(timeout=0)
+    assert window.frames[:, 0].tolist() == [1, 2] and window.display[:, 0].tolist() == [10, 20]
+    plain = RingBuffer(2)
+    for i in range(2):
+        plain.push(np.full((1,), i))
+    assert plain.take(timeout=0).display is None

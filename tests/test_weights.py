@@ -174,3 +174,27 @@ def test_classifier_pretrained_loads_and_is_not_needed_by_load_from_checkpoint(t
     weights.unlink()  # the run's checkpoint must not need the pre-training file
     restored = C3DClassifier.load_from_checkpoint(checkpoint)
     assert_layers_equal(model.net, restored.net, CONVS + LINEARS)
+
+
+def test_matching_weights_load_into_a_residual_network_and_a_new_head(tmp_path):
+    from lightning_selrel.resnet3d import R3D18
+    from lightning_selrel.weights import load_matching_weights
+
+    torch.manual_seed(0)
+    source = R3D18(num_classes=400, width=4)
+    path = tmp_path / "r3d.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    same, other = R3D18(num_classes=400, width=4), R3D18(num_classes=7, width=4)
+    assert load_matching_weights(same, path).head == "loaded"
+    for key, value in source.state_dict().items():
+        assert torch.equal(same.state_dict()[key], value), key
+    report = load_matching_weights(other, path)
+    assert "another shape" in report.head and torch.equal(
+        other.layer4[1].conv2[0].weight, source.layer4[1].conv2[0].weight
+    )
+    with pytest.raises(ValueError, match=r"stem.0.weight has shape \(4, 3, 3, 7, 7\) but this network's has \(8,"):
+        load_matching_weights(R3D18(num_classes=7, width=8), path)
+    from lightning_selrel.resnet3d import R2Plus1D18
+
+    with pytest.raises(ValueError, match="lacks .* of this network's tensors"):
+        load_matching_weights(R2Plus1D18(num_classes=7, width=4), path)

@@ -26,6 +26,9 @@ def test_a_window_record_and_its_panels(flow):
         assert tuple(values) == METRICS
         assert (values["precision"] is None) == (flow is None) and values["spatial_bias"] is not None
     assert panels.shape[0] == 16 and panels.dtype == np.uint8
+    display = np.random.default_rng(1).integers(0, 256, (16, 200, 200, 3), dtype=np.uint8)
+    _, drawn = explainer(frames, first=5, display=display)  # on the source frames: three 200 px panels per row
+    assert drawn.shape[0] == 16 and drawn.shape[2] == 3 * 200 and drawn.shape[1] > 2 * 200
     summary = summarise([record, record], ["dtd", "gradcam"], seconds=2.0)
     assert summary["windows"] == 2 and summary["windows_per_s"] == 1.0
     assert json_safe({"x": float("nan"), "y": np.float32(1.5)}) == {"x": None, "y": 1.5}
