@@ -157,9 +157,6 @@ def main(
         args = build_parser(prog).parse_args(argv)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
-    # FFmpeg's own lines about a damaged file would reach the terminal before ours; it reads this once, when OpenCV
-    # first uses it (-8: AV_LOG_QUIET). A truncated file is reported by the command instead.
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         return _run(args, on_window)
     except (ExplainError, StreamError, CheckpointError, FramePrepError) as error:

@@ -56,6 +56,7 @@ __all__ = [
     "check_model",
     "explain",
     "explain_with_logits",
+    "method_options",
     "register_method",
     "resolve_layer",
 ]
@@ -80,8 +81,14 @@ class Explanation(NamedTuple):
 
 Method = Callable[..., Explanation]
 _METHODS: dict[str, Method] = {}
-#: The methods that read a 5-D convolutional layer (the last Conv3d unless ``layer=`` names one).
+#: The methods that read a 5-D convolutional layer (:func:`resolve_layer`; ``layer=`` names another).
 GRADCAM_FAMILY = ("gradcam", "gradcam_t", "guided_gradcam")
+
+
+def method_options(method: str, *, layer: nn.Module | str | None = None) -> dict[str, Any]:
+    """The options to explain ``method`` with: ``layer`` for the GradCAM family when one is named (None or "": the
+    default layer), none otherwise (the other methods take no layer)."""
+    return {"layer": layer} if method in GRADCAM_FAMILY and layer is not None and layer != "" else {}
 
 
 def register_method(name: str) -> Callable[[Method], Method]:
@@ -129,8 +136,9 @@ def check_model(model: nn.Module, methods: Sequence[str], *, layer: nn.Module | 
     (B, C, T, H, W), and returns logits (B, num_classes):
 
     - **every method**: at least one parameter (explanations run on the parameters' device);
-    - **GradCAM family** (``gradcam``, ``gradcam_t``, ``guided_gradcam``): a 5-D convolutional layer, the last
-      ``Conv3d`` of the model unless ``layer`` names another (a module or its dotted name);
+    - **GradCAM family** (``gradcam``, ``gradcam_t``, ``guided_gradcam``): a 5-D convolutional layer: ``layer``
+      (a module or its dotted name), else the one the model declares in a ``gradcam_layer`` attribute, else its
+      last ``Conv3d`` (:func:`resolve_layer`);
     - **dtd**: a model ``torch.fx`` can trace (no data-dependent control flow in ``forward``; wrap shape checks with
       ``torch.fx.wrap``), every operation on the way from the input to the logits one with a DTD rule (Conv3d,
       Linear, BatchNorm3d after a Conv3d, ReLU, pooling, residual sums, reshapes, elementwise arithmetic with

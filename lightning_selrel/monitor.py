@@ -50,7 +50,7 @@ from . import dashboard, tags
 from .behaviour import behaviour as behaviour_scores
 from .behaviour import reliance_for_ranking
 from .calibration import Calibration, calibrated, load_calibration
-from .explain import GRADCAM_FAMILY, check_methods, check_model
+from .explain import check_methods, check_model, method_options
 from .flow import FLOW_METHODS
 from .measure import explain_selective
 from .metrics import MeanStd, clip_scores, rank_correlation, relevance_agreement
@@ -407,7 +407,7 @@ class SelectiveRelevanceMonitor(Callback):
             chunk = clips[start : start + self.batch_size]
             n = chunk.shape[0]
             chunk_target = target[start : start + n] if target is not None else None
-            options = {"layer": self.gradcam_layer} if method in GRADCAM_FAMILY and self.gradcam_layer else {}
+            options = method_options(method, layer=self.gradcam_layer)
             result = explain_selective(
                 pl_module,
                 chunk,

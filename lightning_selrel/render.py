@@ -93,23 +93,22 @@ def render_panels(
         the three panels.
     """
     scale = colour_scale(relevance)
-    if display is not None:
+    if display is not None:  # the source frames at their size: the maps are upsampled onto them
         frames = np.ascontiguousarray(display)
-        t_len, height, width, _ = frames.shape
-        relevance, selective = (_resize_maps(_numpy(m), (height, width)) for m in (relevance, selective))
-        panels = np.concatenate([frames, overlay(frames, relevance, scale), overlay(frames, selective, scale)], axis=2)
-        panel_w = width
-    else:
+        relevance, selective = (_resize_maps(_numpy(m), frames.shape[1:3]) for m in (relevance, selective))
+        zoom = 1
+    else:  # the model's input, enlarged by whole pixels to min_height
         frames = _numpy(clip).transpose(1, 2, 3, 0)  # (T, H, W, 3)
         if frames.dtype != np.uint8:
             frames = np.clip(frames, 0, 255).astype(np.uint8)
-        t_len, height, width, _ = frames.shape
-        panels = np.concatenate(
-            [frames, overlay(frames, relevance, scale), overlay(frames, selective, scale)], axis=2
-        )  # (T, H, 3W, 3)
-        zoom = max(1, math.ceil(min_height / height))
+        zoom = max(1, math.ceil(min_height / frames.shape[1]))
+    t_len, _, width, _ = frames.shape
+    panels = np.concatenate(
+        [frames, overlay(frames, relevance, scale), overlay(frames, selective, scale)], axis=2
+    )  # (T, H, 3W, 3)
+    if zoom > 1:
         panels = panels.repeat(zoom, axis=1).repeat(zoom, axis=2)
-        panel_w = width * zoom
+    panel_w = width * zoom
     text_size = max(0.38, 0.38 * panels.shape[1] / 112)  # legible at any panel size
     title_lines = _wrap(title, panels.shape[2] - 8, text_size)
     line_h = round(16 * text_size / 0.38)

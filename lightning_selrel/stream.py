@@ -96,8 +96,8 @@ def open_source(spec: str | int | os.PathLike) -> tuple[cv2.VideoCapture, Source
         raise StreamError(f"video file {spec} not found: check the path (a camera is a number such as 0)")
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our message replaces OpenCV's warnings
-    if kind == "url":  # and FFmpeg's (read once, when OpenCV first uses FFmpeg; -8 is AV_LOG_QUIET)
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    if kind != "camera":  # and FFmpeg's, about a damaged file or stream (read once, when OpenCV first uses FFmpeg;
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # -8 is AV_LOG_QUIET): a truncation is ours to report
     try:
         if kind == "camera":
             capture = cv2.VideoCapture(int(spec))

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from .explain import GRADCAM_FAMILY
+from .explain import method_options
 from .flow import motion_mask
 from .frames import FramePrep, loop_pad
 from .measure import explain_selective
@@ -49,7 +49,7 @@ class WindowExplainer:
     threshold: str = "std"
     clip_shape: Sequence[int] | None = None  # default: the model's
     class_names: Sequence[str] | None = None  # default: the model's, else class indices
-    layer: str | None = None  # the GradCAM family's layer (default: the last Conv3d)
+    layer: str | None = None  # the GradCAM family's layer (default: the one the model declares, else its last Conv3d)
     panel_size: int = 240  # panel height in pixels, drawn on the source frames; 0: the model's input, enlarged
 
     def __post_init__(self) -> None:
@@ -77,14 +77,17 @@ class WindowExplainer:
             frames: The window, loop-padded if the source had fewer than T frames.
             first: Stream index of ``frames[0]``.
             real: Frames of the source in the window (default T); fewer means loop-padded.
-            display: The same frames as the person sees them (T, H', W', 3) uint8 RGB (:meth:`display_frame`),
-                to draw the panels on; None: the model's input, enlarged.
+            display: The same frames as the person sees them (T', H', W', 3) uint8 RGB (:meth:`display_frame`),
+                to draw the panels on, loop-padded here when T' < T as ``frames`` were; None: the model's input,
+                enlarged.
 
         Returns:
             The window's record (prediction, per-method metrics and timings) and the rendered panels
             uint8 (T, rows * H', W', 3).
         """
         clip = torch.from_numpy(np.ascontiguousarray(frames.transpose(3, 0, 1, 2)))  # (3, T, H, W)
+        if display is not None and len(display) < len(frames):
+            display = loop_pad(display, len(frames))
         t0 = time.perf_counter()
         motion = motion_mask(clip, threshold=self.flow_threshold, method=self.flow) if self.flow else None
         real = len(frames) if real is None else real
@@ -93,7 +96,7 @@ class WindowExplainer:
         batch = clip[None].to(next(self.model.parameters()).device)  # (1, 3, T, H, W), once for all methods
         rows = []
         for method in self.methods:
-            options = {"layer": self.layer} if self.layer and method in GRADCAM_FAMILY else {}
+            options = method_options(method, layer=self.layer)
             result = explain_selective(self.model, batch, method, n_std=self.n_std, threshold=self.threshold, **options)
             rel, sel = result.relevance[0].cpu(), result.selective[0].cpu()  # (T, H, W)
             if record["prediction"] is None:
@@ -140,10 +143,7 @@ def run_offline(
         expected = span // stride + 1 + (span % stride > 0)
 
     def process(frames: np.ndarray, first: int, real: int, tail: bool = False) -> bool:
-        views = np.stack(shown) if display is not None else None
-        if views is not None and len(views) < len(frames):
-            views = loop_pad(views, len(frames))
-        record, rendered = explainer(frames, first, real, views)
+        record, rendered = explainer(frames, first, real, np.stack(shown) if display is not None else None)
         record["tail"] = tail
         records.append(record)
         for t in range(max(0, state["written"] + 1 - first), real):  # frames not written by earlier windows
@@ -224,10 +224,7 @@ def run_live(
             first_take = first_take or time.monotonic()
             real = len(window.frames)
             frames = window.frames if real == length else loop_pad(window.frames, length)
-            views = window.display
-            if views is not None and len(views) < length:
-                views = loop_pad(views, length)
-            record, rendered = explainer(frames, window.first, real, views)
+            record, rendered = explainer(frames, window.first, real, window.display)
             repeat = 1 if last_newest is None else window.newest - last_newest
             last_newest = window.newest
             keep_going = outputs.emit(rendered[real - 1], repeat)  # the newest frame, as the paper shows it

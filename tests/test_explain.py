@@ -18,10 +18,12 @@ from torch import nn
 from lightning_selrel.classifier import C3DClassifier
 from lightning_selrel.dtd import dtd
 from lightning_selrel.explain import (
+    GRADCAM_FAMILY,
     Explanation,
     available_methods,
     explain,
     explain_with_logits,
+    method_options,
     register_method,
     resolve_layer,
 )
@@ -374,3 +376,12 @@ def test_a_bfloat16_model_is_explained_in_its_dtype_with_float32_output(method):
     assert relevance.dtype == torch.float32
     # bf16 keeps ~3 significant digits: the maps agree where the relevance is large.
     assert torch.corrcoef(torch.stack([relevance.flatten(), reference.flatten()]))[0, 1] > 0.9
+
+
+def test_method_options_give_the_layer_to_the_gradcam_family_only():
+    conv = torch.nn.Conv3d(3, 4, 3)
+    for method in available_methods():
+        expected = {"layer": "net.conv5b"} if method in GRADCAM_FAMILY else {}
+        assert method_options(method, layer="net.conv5b") == expected
+        assert method_options(method, layer=conv) == ({"layer": conv} if method in GRADCAM_FAMILY else {})
+        assert method_options(method, layer=None) == {} == method_options(method, layer="")
