@@ -16,15 +16,29 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import nn
 
 from .model import C3D
 from .resnet3d import R3D18, R2Plus1D18
 
-__all__ = ["ARCHITECTURES", "build_network", "resolve_architecture"]
+__all__ = ["ARCHITECTURES", "build_network", "import_path", "resolve_architecture"]
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"c3d": C3D, "r3d_18": R3D18, "r2plus1d_18": R2Plus1D18}
+
+
+def import_path(path: str) -> Any:
+    """The object an importable dotted path ``package.module.Name`` names.
+
+    Raises:
+        ImportError: Saying why it does not import (no such module, no such name, no module part).
+    """
+    module_name, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ImportError(str(error)) from None
 
 
 def resolve_architecture(arch: str) -> type[nn.Module] | Callable[..., nn.Module]:
@@ -36,10 +50,9 @@ def resolve_architecture(arch: str) -> type[nn.Module] | Callable[..., nn.Module
     if arch in ARCHITECTURES:
         return ARCHITECTURES[arch]
     if "." in arch:
-        module_name, _, name = arch.rpartition(".")
         try:
-            found = getattr(importlib.import_module(module_name), name)
-        except (ImportError, AttributeError) as error:
+            found = import_path(arch)
+        except ImportError as error:
             raise ValueError(
                 f"arch {arch!r} does not import ({error}); pass one of {sorted(ARCHITECTURES)} or a class path"
             ) from None

@@ -9,7 +9,6 @@ checkpoint, a bare state dict, ...), so callers can tell a user what to pass ins
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 import re
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from .architectures import import_path
 
 __all__ = ["CheckpointError", "Classifier", "describe", "is_lightning_checkpoint", "load_classifier", "load_file"]
 
@@ -127,10 +128,9 @@ class Classifier:
 
 
 def _import(path: str) -> type:
-    module_name, _, name = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as error:
+        return import_path(path)
+    except ImportError as error:
         raise CheckpointError(
             f"--model-class {path} does not import ({error}); pass an importable module.Class"
         ) from None

@@ -159,7 +159,7 @@ def _depends(node: Any, live: set[torch.fx.Node]) -> bool:
     return isinstance(node, torch.fx.Node) and node in live
 
 
-def _classify(node: torch.fx.Node, live: set[torch.fx.Node], model: nn.Module) -> str:
+def _classify(node: torch.fx.Node, live: set[torch.fx.Node]) -> str:
     """The rule of a node that depends on the input (``live``)."""
     tensors = [a for a in node.args if _depends(a, live)]
     if node.op == "call_function":
@@ -249,7 +249,7 @@ def dtd_graph(model: nn.Module) -> _Graph:
                     f"DTD supports Conv3d with zero padding only; layer {node.target!r} uses {module.padding_mode!r}"
                 )
         else:
-            kinds[node] = _classify(node, live, model)
+            kinds[node] = _classify(node, live)
         if kinds[node] == "unsupported":
             supported = ", ".join(t.__name__ for t in SUPPORTED_LAYERS)
             raise TypeError(
