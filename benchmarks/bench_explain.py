@@ -35,9 +35,9 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightning_selrel.classifier import C3DClassifier  # noqa: E402
-from lightning_selrel.explain import explain  # noqa: E402
-from lightning_selrel.selective import selective_relevance  # noqa: E402
+from lightning_selrel.models.classifier import C3DClassifier  # noqa: E402
+from lightning_selrel.relevance.methods import explain  # noqa: E402
+from lightning_selrel.relevance.selective import selective_relevance  # noqa: E402
 
 METHODS = ("dtd", "gradcam", "gradcam_t", "guided_backprop", "guided_gradcam")
 

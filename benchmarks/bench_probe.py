@@ -40,11 +40,11 @@ import numpy as np
 import torch
 
 from lightning_selrel import C3DClassifier, MotionContextDataset, available_methods, explain_with_logits, motion_mask
-from lightning_selrel.behaviour import BEHAVIOUR, behaviour
-from lightning_selrel.cli import main
-from lightning_selrel.explain import GRADCAM_FAMILY
-from lightning_selrel.metrics import clip_scores, selectivity
-from lightning_selrel.selective import THRESHOLDS, selective_relevance
+from lightning_selrel.commands import main
+from lightning_selrel.metrics.functional import clip_scores, selectivity
+from lightning_selrel.monitor.behaviour import BEHAVIOUR, behaviour
+from lightning_selrel.relevance.methods import GRADCAM_FAMILY
+from lightning_selrel.relevance.selective import THRESHOLDS, selective_relevance
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {

@@ -3,7 +3,7 @@
 Run ``.venv/bin/python benchmarks/bench_stream.py`` (about 2.5 minutes here) or add ``--quick`` (small
 model only, about 20 s). A synthetic 320 x 240 video (textured background, squares moving in
 straight lines) is written at 25 fps and streamed at that rate through the live path: the reader
-thread and ring buffer (:mod:`lightning_selrel.stream`), :func:`lightning_selrel.windows.run_live`
+thread and ring buffer (:mod:`lightning_selrel.commands.stream`), :func:`lightning_selrel.commands.windows.run_live`
 with flow metrics, rendering and an .mp4 writer, exactly as ``python -m lightning_selrel explain
 --source FILE --out OUT.mp4`` runs. Models have random weights (speed does not depend on them):
 
@@ -36,10 +36,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightning_selrel.classifier import C3DClassifier  # noqa: E402
-from lightning_selrel.frames import FramePrep  # noqa: E402
-from lightning_selrel.stream import Outputs, VideoSink, open_source  # noqa: E402
-from lightning_selrel.windows import WindowExplainer, run_live  # noqa: E402
+from lightning_selrel.commands.stream import Outputs, VideoSink, open_source  # noqa: E402
+from lightning_selrel.commands.windows import WindowExplainer, run_live  # noqa: E402
+from lightning_selrel.data.frames import FramePrep  # noqa: E402
+from lightning_selrel.models.classifier import C3DClassifier  # noqa: E402
 
 MODELS = {
     "small": dict(num_classes=4, width=8, fc_dim=128, clip_shape=(16, 48, 48)),

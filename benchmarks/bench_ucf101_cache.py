@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 import torch
 
-from lightning_selrel.model import C3D
-from lightning_selrel.ucf101 import UCF101DataModule
+from lightning_selrel.data.ucf101.datamodule import UCF101DataModule
+from lightning_selrel.models.c3d import C3D
 
 
 def write_tree(base: Path, videos: int, frames: int, size: tuple[int, int], classes: int = 4) -> Path:

@@ -1,6 +1,6 @@
 """Entry point of ``python -m lightning_selrel``."""
 
-from .cli import console
+from lightning_selrel.commands.dispatch import console
 
 if __name__ == "__main__":
     console()

@@ -7,7 +7,7 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
-from lightning_selrel import tags
+from lightning_selrel.metrics import tags
 
 # The monitor's per-method tags whose values are fractions in [0, 1], from the one definition of the tags.
 FRACTIONS = tags.FRACTIONS

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from lightning_selrel import C3DClassifier
-from lightning_selrel.architectures import ARCHITECTURES, build_network, resolve_architecture
-from lightning_selrel.model import C3D
-from lightning_selrel.resnet3d import R2Plus1D18
+from lightning_selrel.models.architectures import ARCHITECTURES, build_network, resolve_architecture
+from lightning_selrel.models.c3d import C3D
+from lightning_selrel.models.resnet3d import R2Plus1D18
 
 
 class TinyNet(nn.Module):

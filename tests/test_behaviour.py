@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightning_selrel.behaviour import BEHAVIOUR, behaviour, freeze, reverse, shuffle, time_permutation
+from lightning_selrel.monitor.behaviour import BEHAVIOUR, behaviour, freeze, reverse, shuffle, time_permutation
 
 
 def test_variants_remove_or_scramble_the_motion_and_keep_the_frames():

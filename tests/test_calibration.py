@@ -10,8 +10,8 @@ import torch
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from lightning_selrel import MotionContextDataModule, SelectiveRelevanceMonitor
-from lightning_selrel import calibration as cal
-from lightning_selrel.behaviour import freeze
+from lightning_selrel.monitor import calibration as cal
+from lightning_selrel.monitor.behaviour import freeze
 
 
 def test_frozen_clips_repeat_one_frame_and_evaluation_is_repeatable():

@@ -11,7 +11,8 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_selrel import C3DClassifier
-from lightning_selrel.checkpoint import CheckpointError, describe, is_lightning_checkpoint, load_classifier, load_file
+from lightning_selrel.files import CheckpointError, describe, is_lightning_checkpoint, load_file
+from lightning_selrel.models.checkpoint import load_classifier
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import yaml
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from tiny_cli import TINY
 
-from lightning_selrel.cli import main
+from lightning_selrel.commands import main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ import hashlib
 import pytest
 
 from lightning_selrel import MotionContextDataModule
-from lightning_selrel import calibration as cal
-from lightning_selrel.cli_calibrate import main
+from lightning_selrel.commands.calibrate import main
+from lightning_selrel.monitor import calibration as cal
 
 TINY = [
     "--model.width=2",

@@ -15,7 +15,8 @@ import yaml
 from tiny_cli import TINY as TINY_ARGS
 from ucf_fixture import write_ucf_tree
 
-from lightning_selrel.cli import COMMANDS, DEBUG_ENV, front_door_help, main
+from lightning_selrel.commands.dispatch import COMMANDS, front_door_help, main
+from lightning_selrel.commands.lightning_cli import DEBUG_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [*TINY_ARGS, "--trainer.max_epochs=1"]

@@ -25,10 +25,11 @@ import torch
 from PIL import Image, ImageSequence
 from ucf_fixture import write_video
 
-from lightning_selrel import C3DClassifier, cli
-from lightning_selrel.cli_explain import main
-from lightning_selrel.stream import StreamError, count_frames, display_unavailable
-from lightning_selrel.windows import WindowExplainer
+from lightning_selrel import C3DClassifier
+from lightning_selrel import commands as cli
+from lightning_selrel.commands.explain import main
+from lightning_selrel.commands.stream import StreamError, count_frames, display_unavailable
+from lightning_selrel.commands.windows import WindowExplainer
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["left", "right", "up", "down"]

@@ -10,7 +10,8 @@ import re
 from PIL import Image
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from lightning_selrel import dashboard, tags
+from lightning_selrel.metrics import tags
+from lightning_selrel.monitor import dashboard
 
 METHODS = ["dtd", "gradcam"]
 

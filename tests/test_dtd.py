@@ -12,8 +12,8 @@ from captum.attr import LRP
 from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule
 from torch import nn
 
-from lightning_selrel.classifier import C3DClassifier
-from lightning_selrel.dtd import dtd, dtd_layers
+from lightning_selrel.models.classifier import C3DClassifier
+from lightning_selrel.relevance.dtd import dtd, dtd_layers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from captum.attr import GuidedBackprop, GuidedGradCam, LayerGradCam
 from torch import nn
 
-from lightning_selrel.classifier import C3DClassifier
-from lightning_selrel.dtd import dtd
-from lightning_selrel.explain import (
+from lightning_selrel.models.classifier import C3DClassifier
+from lightning_selrel.relevance.dtd import dtd
+from lightning_selrel.relevance.methods import (
     GRADCAM_FAMILY,
     Explanation,
     available_methods,
@@ -91,7 +91,7 @@ def test_register_method_and_duplicate(model, clips):
         with pytest.raises(ValueError, match="already registered"):
             register_method("_test_constant")(constant)
     finally:
-        del importlib.import_module("lightning_selrel.explain")._METHODS["_test_constant"]
+        del importlib.import_module("lightning_selrel.relevance.methods")._METHODS["_test_constant"]
 
 
 # -- shapes, logits, targets -------------------------------------------------------------------------

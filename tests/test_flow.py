@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from lightning_selrel.flow import FLOW_METHODS, flow_magnitude_per_frame, motion_mask, optical_flow
+from lightning_selrel.metrics.flow import FLOW_METHODS, flow_magnitude_per_frame, motion_mask, optical_flow
 
 
 def texture(size: tuple[int, int], seed: int, sigma: float = 1.5) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from ucf_fixture import write_ucf_tree, write_video
 
-from lightning_selrel.frames import (
+from lightning_selrel.data.frames import (
     C3D_CROP,
     C3D_RESIZE,
     FramePrep,
@@ -18,12 +18,12 @@ from lightning_selrel.frames import (
     loop_pad,
     open_video,
 )
-from lightning_selrel.ucf101 import UCF101DataModule
+from lightning_selrel.data.ucf101.datamodule import UCF101DataModule
 
 
 def test_frame_prep_follows_the_checkpoints_data():
-    ucf = {"_class_path": "lightning_selrel.ucf101.UCF101DataModule", "resize": [128, 171], "crop": 112}
-    synthetic = {"_class_path": "lightning_selrel.synthetic.MotionContextDataModule", "clip_shape": [16, 48, 48]}
+    ucf = {"_class_path": "lightning_selrel.data.ucf101.datamodule.UCF101DataModule", "resize": [128, 171], "crop": 112}
+    synthetic = {"_class_path": "lightning_selrel.data.synthetic.MotionContextDataModule", "clip_shape": [16, 48, 48]}
     clip_hw = (112, 112)
     # UCF-101 preset: a 320 x 240 video becomes exactly the training frames, 128 x 171, then crop 112.
     assert FramePrep.for_checkpoint(clip_hw, ucf).resized_size((240, 320)) == (128, 171)
@@ -86,7 +86,7 @@ def test_explain_preprocesses_a_video_exactly_as_the_ucf101_validation_transform
 
 
 def test_display_frames_are_the_source_region_under_the_models_crop():
-    ucf = {"_class_path": "lightning_selrel.ucf101.UCF101DataModule", "resize": [128, 171], "crop": 112}
+    ucf = {"_class_path": "lightning_selrel.data.ucf101.datamodule.UCF101DataModule", "resize": [128, 171], "crop": 112}
     prep = FramePrep.for_checkpoint((112, 112), ucf)
     # 240 x 320 -> 128 x 171 -> crop rows 8..120, columns 29..141: rows 15..225 and columns 54..264 of the source.
     assert prep.crop_region((240, 320)) == (15, 54, 210, 210)

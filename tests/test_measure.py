@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lightning_selrel import C3DClassifier, explain_with_logits
-from lightning_selrel.measure import TimedSelective, explain_selective
-from lightning_selrel.selective import selective_relevance
+from lightning_selrel.relevance.measure import TimedSelective, explain_selective
+from lightning_selrel.relevance.selective import selective_relevance
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -262,7 +262,7 @@ def test_no_baseline_metric_is_fixed_by_the_clip_or_the_other_method():
     agreement the other method's positive share (measured exactly). The mass precision, the core selectivity
     and the core agreement are not fixed by the clip or by the other method, for any method."""
     from lightning_selrel import C3DClassifier, MotionContextDataset, available_methods, explain
-    from lightning_selrel.selective import selective_relevance
+    from lightning_selrel.relevance.selective import selective_relevance
 
     torch.manual_seed(0)
     dataset = MotionContextDataset(size=4, clip_shape=(16, 32, 32), split="val")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lightning_selrel import C3D, C3DClassifier
-from lightning_selrel.model import min_clip_shape, pooled_shape
+from lightning_selrel.models.c3d import min_clip_shape, pooled_shape
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,9 @@ from events import FRACTIONS, images, layout, load, scalars
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from lightning_selrel import C3DClassifier, MotionContextDataModule, SelectiveRelevanceMonitor, tags
-from lightning_selrel.cli import main
+from lightning_selrel import C3DClassifier, MotionContextDataModule, SelectiveRelevanceMonitor
+from lightning_selrel.commands import main
+from lightning_selrel.metrics import tags
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (16, 16, 16)

@@ -13,10 +13,11 @@ import pytorch_lightning as pl
 import torch
 from events import load, scalars
 
-from lightning_selrel import C3DClassifier, MotionContextDataModule, SelectiveRelevanceMonitor, tags
-from lightning_selrel.calibration import load_calibration, per_clip_bias
-from lightning_selrel.cli import main
-from lightning_selrel.probe_set import choose_indices
+from lightning_selrel import C3DClassifier, MotionContextDataModule, SelectiveRelevanceMonitor
+from lightning_selrel.commands import main
+from lightning_selrel.metrics import tags
+from lightning_selrel.monitor.calibration import load_calibration, per_clip_bias
+from lightning_selrel.monitor.probe_set import choose_indices
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["dtd", "gradcam", "guided_backprop", "guided_gradcam"]

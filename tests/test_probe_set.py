@@ -7,7 +7,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from lightning_selrel import MotionContextDataset, motion_mask
-from lightning_selrel.probe_set import check_item, choose_indices, load_probe
+from lightning_selrel.monitor.probe_set import check_item, choose_indices, load_probe
 
 
 def test_the_draw_is_fixed_by_the_seed_and_a_stored_draw_is_kept_when_it_fits():

@@ -11,7 +11,7 @@ from events import images, load
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_selrel.render import colour_scale, encode_gif, overlay, render_panels, write_gif
+from lightning_selrel.monitor.render import colour_scale, encode_gif, overlay, render_panels, write_gif
 
 
 def _clip(t=16, h=24, w=32, static=False):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_selrel.resnet3d import R3D18, R2Plus1D18, middle_channels
+from lightning_selrel.models.resnet3d import R3D18, R2Plus1D18, middle_channels
 
 
 @pytest.mark.parametrize(("cls", "count"), [(R3D18, 33_371_472), (R2Plus1D18, 31_505_325)])

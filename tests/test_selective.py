@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-import lightning_selrel.selective as selective_module
-from lightning_selrel.selective import SelectiveRelevance, selective_relevance, temporal_edges
+import lightning_selrel.relevance.selective as selective_module
+from lightning_selrel.relevance.selective import SelectiveRelevance, selective_relevance, temporal_edges
 
 
 def scipy_edges(relevance: np.ndarray, signed: bool = False) -> np.ndarray:

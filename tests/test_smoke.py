@@ -14,9 +14,9 @@ from events import FRACTIONS, images, load, scalars
 from PIL import Image
 
 from lightning_selrel import C3DClassifier, explain, motion_mask, motion_precision, selective_relevance, selectivity
-from lightning_selrel.cli import main
-from lightning_selrel.metrics import motion_mass_precision
-from lightning_selrel.monitor import DEFAULT_METHODS
+from lightning_selrel.commands import main
+from lightning_selrel.metrics.functional import motion_mass_precision
+from lightning_selrel.monitor.callback import DEFAULT_METHODS
 
 
 @pytest.fixture(scope="module")

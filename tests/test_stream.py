@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lightning_selrel.stream import RingBuffer
+from lightning_selrel.commands.stream import RingBuffer
 
 
 def test_ring_buffer_keeps_the_newest_window_and_counts_drops():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_selrel.synthetic import MotionContextDataModule, MotionContextDataset
+from lightning_selrel.data.synthetic import MotionContextDataModule, MotionContextDataset
 
 SHAPE = (16, 32, 32)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from lightning_selrel import tags
-from lightning_selrel.metrics import clip_scores
-from lightning_selrel.windows import METRICS
+from lightning_selrel.commands.windows import METRICS
+from lightning_selrel.metrics import tags
+from lightning_selrel.metrics.functional import clip_scores
 
 
 def test_clip_scores_compute_exactly_the_named_scores():

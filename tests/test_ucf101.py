@@ -59,7 +59,7 @@ def test_setup_skips_the_corrupt_video_with_one_warning(ucf_tree):
 
 
 def test_fit_fast_dev_run_with_the_ucf101_preset(ucf_tree, tmp_path):
-    from lightning_selrel import cli
+    from lightning_selrel import commands as cli
 
     args = [
         "fit",

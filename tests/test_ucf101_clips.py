@@ -17,8 +17,8 @@ from ucf_fixture import (
     write_ucf_tree,
 )
 
-from lightning_selrel.frames import decode_video
-from lightning_selrel.ucf101_clips import UCF101Clips
+from lightning_selrel.data.clips import UCF101Clips
+from lightning_selrel.data.frames import decode_video
 
 
 def test_eval_clips_are_uint8_centre_window_and_centre_crop(ucf_tree):

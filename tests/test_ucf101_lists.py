@@ -7,7 +7,7 @@ from ucf_fixture import (
     CLASS_INDEX,
 )
 
-from lightning_selrel.ucf101_lists import read_class_index, read_split
+from lightning_selrel.data.ucf101.splits import read_class_index, read_split
 
 
 def test_split_files_parse_with_crlf_blank_lines_and_handstand_spelling(ucf_tree):

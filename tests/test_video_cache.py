@@ -18,8 +18,9 @@ from ucf_fixture import (
     write_video,
 )
 
-from lightning_selrel.frames import decode_video
-from lightning_selrel.video_cache import build_cache, cache_entry, main
+from lightning_selrel.commands.cache import main
+from lightning_selrel.data.cache import build_cache, cache_entry
+from lightning_selrel.data.frames import decode_video
 
 
 def test_cache_gives_the_same_clips_as_decoding(ucf_tree, tmp_path):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_selrel.classifier import C3DClassifier
-from lightning_selrel.model import C3D
-from lightning_selrel.weights import load_c3d_weights
+from lightning_selrel.models.c3d import C3D
+from lightning_selrel.models.classifier import C3DClassifier
+from lightning_selrel.models.weights import load_c3d_weights
 
 SMALL = dict(width=4, fc_dim=16, clip_shape=(16, 16, 16))
 CONVS = ["conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b"]
@@ -177,8 +177,8 @@ def test_classifier_pretrained_loads_and_is_not_needed_by_load_from_checkpoint(t
 
 
 def test_matching_weights_load_into_a_residual_network_and_a_new_head(tmp_path):
-    from lightning_selrel.resnet3d import R3D18
-    from lightning_selrel.weights import load_matching_weights
+    from lightning_selrel.models.resnet3d import R3D18
+    from lightning_selrel.models.weights import load_matching_weights
 
     torch.manual_seed(0)
     source = R3D18(num_classes=400, width=4)
@@ -194,7 +194,7 @@ def test_matching_weights_load_into_a_residual_network_and_a_new_head(tmp_path):
     )
     with pytest.raises(ValueError, match=r"stem.0.weight has shape \(4, 3, 3, 7, 7\) but this network's has \(8,"):
         load_matching_weights(R3D18(num_classes=7, width=8), path)
-    from lightning_selrel.resnet3d import R2Plus1D18
+    from lightning_selrel.models.resnet3d import R2Plus1D18
 
     with pytest.raises(ValueError, match="lacks .* of this network's tensors"):
         load_matching_weights(R2Plus1D18(num_classes=7, width=4), path)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lightning_selrel import C3DClassifier
-from lightning_selrel.windows import METRICS, WindowExplainer, json_safe, summarise
+from lightning_selrel.commands.windows import METRICS, WindowExplainer, json_safe, summarise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lightning_selrel.ucf101 import UCF101DataModule
+from lightning_selrel.data.ucf101.datamodule import UCF101DataModule
 
 CLASS_INDEX = ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]  # as classInd.txt spells them
 FOLDERS = ["ApplyEyeMakeup", "HandStandPushups", "YoYo"]  # as the folders are spelled

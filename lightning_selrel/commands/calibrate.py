@@ -1,0 +1,292 @@
+"""``python -m lightning_selrel calibrate``: a scale for spatial bias on the user's own data.
+
+Takes the same ``--config`` / ``--model.*`` / ``--data.*`` options as ``fit`` and, with that architecture and data
+module, trains the static and the motion reference (:mod:`lightning_selrel.monitor.calibration`) on a small budget,
+explains the same validation probe clips with every method over a grid of ``n_std`` and both threshold rules, and
+writes ``calibration.json``, ``calibration.png`` and ``calibration.md`` into ``--out``. Then::
+
+    python -m lightning_selrel fit --config ... --trainer.callbacks.init_args.calibration=OUT/calibration.json
+
+logs ``selrel/<m>/spatial_bias_calibrated``: 0 at the motion reference, 1 at the static reference.
+
+Phases: (1) the static reference trains on frozen clips, (2) the motion reference on normal versus 3x speed; each
+is then checked (accuracy, frozen-clip accuracy, predictions unchanged when the probe clips are frozen) and
+explained on the probe clips; (3) the scale and the recommendation. Nothing is written before the end, and the
+JSON last: Ctrl-C leaves no half-written calibration. Exit codes: 0 done (also when it refuses to recommend; the
+report says why), 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from lightning_selrel.monitor import calibration as cal
+from lightning_selrel.monitor.behaviour import freeze
+from lightning_selrel.monitor.probe_set import choose_indices
+from lightning_selrel.relevance.methods import available_methods, check_methods
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser(prog: str = "python -m lightning_selrel calibrate") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train a motion-only and a static-only reference with your model and data, and measure the "
+        "spatial bias of both over a grid of n_std: a scale and a recommended setting. Every other option "
+        "(--config, --model.*, --data.*, --trainer.*) is read as `fit` reads it.",
+        epilog="Exit codes: 0 done (also when no setting is recommended: see calibration.md), 2 bad input, "
+        "130 interrupted (nothing written).",
+    )
+    parser.add_argument("--out", default="calibration", help="output folder (default ./calibration)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing calibration in --out")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs of each reference (default 3)")
+    parser.add_argument(
+        "--train-clips", type=int, default=1024, help="training clips per reference and epoch (default 1024)"
+    )
+    parser.add_argument("--val-clips", type=int, default=128, help="validation clips of each reference (default 128)")
+    parser.add_argument("--probe-clips", type=int, default=32, help="probe clips explained (default 32)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help=f"explanation methods (default all: {', '.join(available_methods())})",
+    )
+    parser.add_argument(
+        "--n-std-grid", type=float, nargs="+", default=list(cal.DEFAULT_GRID), help="n_std values (default 1 .. 6)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the probe draw and of the subsets (default 0)")
+    parser.add_argument("--accelerator", default="auto", help="training accelerator (default auto)")
+    return parser
+
+
+def _say(text: str) -> None:
+    print(f"calibrate: {text}", file=sys.stderr, flush=True)
+
+
+def _check(args: argparse.Namespace) -> list[str]:
+    for name in ("epochs", "train_clips", "val_clips", "probe_clips"):
+        if getattr(args, name) < 1:
+            raise cal.CalibrationError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    if args.probe_clips < 3:
+        raise cal.CalibrationError(f"--probe-clips {args.probe_clips}: at least 3 are needed for a spread over clips")
+    if any(not n >= 0 for n in args.n_std_grid):
+        raise cal.CalibrationError(f"--n-std-grid {args.n_std_grid}: every n_std must be >= 0")
+    try:
+        methods = check_methods(args.methods or list(available_methods()))
+    except ValueError as error:
+        raise cal.CalibrationError(f"--methods: {error}") from None
+    json_path = Path(args.out) / "calibration.json"
+    if json_path.exists() and not args.overwrite:
+        raise cal.CalibrationError(f"--out {args.out}: {json_path} exists; pass --overwrite or another --out")
+    return methods
+
+
+def _reference(model: pl.LightningModule, num_classes: int, class_names: list[str]) -> pl.LightningModule:
+    """A fresh model of the user's class and hyperparameters for ``num_classes``, initialised as the user's model
+    is (pretrained weights included), with the head re-initialised when its size differs."""
+    accepted = inspect.signature(type(model).__init__).parameters
+    hparams = {k: v for k, v in dict(model.hparams).items() if k in accepted}  # not the CLI's "_instantiator"
+    hparams.update(num_classes=num_classes, class_names=class_names)
+    factories = {
+        name: getattr(model, attribute)
+        for name, attribute in (("optimizer", "optimizer_factory"), ("scheduler", "scheduler_factory"))
+        if getattr(model, attribute, None) is not None
+    }
+    reference = type(model)(**hparams, **factories)
+    own = reference.state_dict()
+    shared = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
+    reference.load_state_dict(shared, strict=False)
+    return reference
+
+
+class _Loaders(pl.LightningDataModule):
+    def __init__(self, train: Any, val: Any, batch_size: int, num_workers: int) -> None:
+        super().__init__()
+        self._train, self._val, self.batch_size, self.num_workers = train, val, batch_size, num_workers
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self._train, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self._val, batch_size=self.batch_size, num_workers=self.num_workers)
+
+
+def _accuracy(model: torch.nn.Module, loader: DataLoader, transform=None) -> float:
+    """Accuracy of a model over a loader, in eval mode; ``transform`` applies to the clips (e.g. freezing)."""
+    device = next(model.parameters()).device
+    right = total = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                clips, labels = batch[0].to(device), batch[1].to(device)
+                if transform is not None:
+                    clips = transform(clips)
+                right += int((model(clips).argmax(dim=1) == labels).sum())
+                total += int(labels.numel())
+    finally:
+        model.train(was_training)
+    return right / max(total, 1)
+
+
+def _train(
+    reference: pl.LightningModule, data: _Loaders, args: argparse.Namespace, progress: bool
+) -> pl.LightningModule:
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        accelerator=args.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        callbacks=[],
+    )
+    trainer.fit(reference, data)
+    return reference.eval()
+
+
+def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
+    from lightning_selrel.commands.lightning_cli import SelrelCLI, cli_options
+
+    started = time.perf_counter()
+    methods = _check(args)
+    with warnings.catch_warnings():  # the configuration comes as `args` while sys.argv holds `calibrate ...`
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        cli = SelrelCLI(args=list(fit_args), run=False, **cli_options())
+    model, datamodule = cli.model, cli.datamodule
+    progress = cli.config.trainer.get("enable_progress_bar") is not False  # as the configuration asks, like fit
+    if not callable(getattr(datamodule, "long_clips", None)):
+        raise cal.CalibrationError(
+            f"{type(datamodule).__name__} has no long_clips(stage, factor): calibrate's motion reference needs "
+            "windows of 3 T frames from the same videos (see lightning_selrel.monitor.calibration); the "
+            "built-in data and UCF101DataModule have it"
+        )
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    train_set, val_set = datamodule.train_dataloader().dataset, datamodule.val_dataloader().dataset
+    clip_len = (
+        int(model.clip_shape[0]) if hasattr(model, "clip_shape") else int(torch.as_tensor(val_set[0][0]).shape[1])
+    )
+    batch_size = int(getattr(datamodule, "batch_size", 8))
+    workers = int(getattr(datamodule, "num_workers", 0))
+    class_names = list(getattr(model, "class_names", None) or [str(i) for i in range(model.hparams["num_classes"])])
+    # The moving probe clips both references are explained on: the validation clips, as the monitor draws them.
+    indices = choose_indices(len(val_set), args.probe_clips, args.seed, owner="calibrate")
+    items = [val_set[i] for i in indices]
+    probe_clips = torch.stack([torch.as_tensor(item[0]) for item in items])  # (N, 3, T, H, W)
+    probe_labels = torch.tensor([int(item[1]) for item in items])
+
+    half = max(1, args.train_clips // 2)  # each long window gives two speed clips
+    phases = {
+        "static": (
+            "frozen clips, true labels",
+            len(class_names),
+            class_names,
+            cal.FrozenClips(cal.subset(train_set, args.train_clips, args.seed), random_frame=True),
+            cal.FrozenClips(cal.subset(val_set, args.val_clips, args.seed), random_frame=False, seed=args.seed),
+        ),
+        "motion": (
+            "normal vs 3x speed, same videos and positions",
+            2,
+            list(cal.SPEED_CLASSES),
+            cal.SpeedClips(cal.subset(datamodule.long_clips("train", cal.SPEED_FACTOR), half, args.seed), clip_len),
+            cal.SpeedClips(
+                cal.subset(datamodule.long_clips("val", cal.SPEED_FACTOR), max(1, args.val_clips // 2), args.seed),
+                clip_len,
+            ),
+        ),
+    }
+    references: dict[str, dict[str, Any]] = {}
+    biases: dict[str, Any] = {}
+    for step, (name, (task, classes, names, train, val)) in enumerate(phases.items(), start=1):
+        _say(f"[{step}/3] the {name} reference: training on {task} ({len(train)} clips x {args.epochs} epochs)")
+        data = _Loaders(train, val, batch_size, workers)
+        reference = _train(_reference(model, classes, names), data, args, progress)
+        loader = DataLoader(val, batch_size=batch_size, num_workers=workers)
+        device = next(reference.parameters()).device
+        probe = probe_clips.to(device)
+        labels = probe_labels if name == "static" else torch.zeros(len(probe_labels), dtype=torch.long)
+        references[name] = {
+            "task": task,
+            "classes": classes,
+            "accuracy": _accuracy(reference, loader),
+            "frozen_accuracy": _accuracy(reference, loader, freeze),
+            **cal.reference_behaviour(reference, probe, labels, batch_size),
+        }
+        _say(
+            f"      accuracy {references[name]['accuracy']:.3f}, frozen-clip accuracy "
+            f"{references[name]['frozen_accuracy']:.3f}, probe clips unchanged when frozen "
+            f"{references[name]['unchanged_frozen']:.3f} ({cal.elapsed(started)})"
+        )
+        with tqdm(total=len(methods), desc=f"explaining the probe clips ({name})", disable=not progress) as bar:
+            biases[name] = cal.per_clip_bias(
+                reference, probe, methods, args.n_std_grid, batch_size=batch_size, progress=lambda _: bar.update()
+            )
+    _say(f"[3/3] the scale over n_std {args.n_std_grid} and rules {list(cal.THRESHOLDS)}")
+    scale = cal.scale_of(biases["motion"], biases["static"])
+    refused = cal.judge(references)
+    recommended = None if refused else cal.recommend(scale)
+    if recommended is None and refused is None:
+        refused = "no setting gives the static reference a higher spatial bias than the motion reference"
+    result = cal.Calibration(
+        methods=methods,
+        clip_shape=[int(s) for s in probe_clips.shape[2:]],
+        n_std_grid=[float(n) for n in args.n_std_grid],
+        thresholds=list(cal.THRESHOLDS),
+        references=references,
+        scale=scale,
+        recommended=recommended,
+        refused=refused,
+        probe={"num_clips": len(indices), "seed": args.seed, "indices": indices},
+        source={
+            "model": type(model).__name__,
+            "model_hparams": {k: v for k, v in dict(model.hparams).items() if k != "class_names"},
+            "data": type(datamodule).__name__,
+            "data_hparams": dict(getattr(datamodule, "hparams", {}) or {}),
+            "epochs": args.epochs,
+            "train_clips": args.train_clips,
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    )
+    written = cal.write_outputs(result, args.out)
+    if recommended is None:
+        _say(f"no setting recommended: {refused}")
+    else:
+        _say(
+            f"recommended: {recommended['method']} with threshold {recommended['threshold']} and n_std "
+            f"{recommended['n_std']:g} (gap {recommended['gap']:.3f}, {recommended['separation']:.2f} pooled std)"
+        )
+    print(f"calibrate: wrote {', '.join(str(p) for p in written.values())} in {cal.elapsed(started)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m lightning_selrel calibrate") -> int:
+    """Run the command with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser(prog)
+    try:
+        args, fit_args = parser.parse_known_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        return run(args, fit_args)
+    except cal.CalibrationError as error:
+        print(f"calibrate: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("calibrate: interrupted; nothing was written", file=sys.stderr)
+        return 130

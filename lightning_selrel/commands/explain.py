@@ -1,0 +1,366 @@
+"""``python -m lightning_selrel explain``: selective explanations of a video file or a live stream.
+
+Offline (``--video FILE``) a window of the model's clip length slides over the video by ``--stride``
+frames (default: the clip length); a last window aligned with the end covers the tail, and a video
+shorter than one clip is loop-padded as in training. Live (``--source 0``, a URL, or a file played at
+its frame rate) a reader thread keeps the last clip-length frames in a ring buffer and the explainer
+takes the newest window whenever it is free: frames that arrive meanwhile are dropped, never queued.
+
+Each window is classified, explained with every ``--methods`` entry, and reduced to its selective
+relevance; motion precision is measured against optical flow of the window's frames. Outputs:
+
+- ``--out`` (.mp4, .avi or .gif; prefer .mp4 live: a GIF is kept in memory until the end):
+  input | baseline | selective panels with the prediction, one row per method. Offline every
+  frame is written once, drawn from the first window it is new in, at the video's frame rate.
+  Live the newest frame of each window is written, held for as many source frames as arrived
+  until the next window, so the recording plays at the stream's pace.
+- ``--json``: per window the frames, prediction, metrics and timings, and a summary; undefined
+  values (a map without positive relevance has no precision) are ``null``.
+- ``--show``: a window (``cv2.imshow``) where a display exists; ``q`` or Esc quits.
+
+The model, its clip shape, class names and normalisation come from the checkpoint
+(:func:`lightning_selrel.models.checkpoint.load_classifier`). Frames are resized and centre-cropped as the data
+module validated (:meth:`lightning_selrel.data.frames.FramePrep.for_checkpoint`). Exit codes: 0 done (live:
+also when stopped with Ctrl-C), 2 bad input (one line on stderr naming it and the fix), 130 an
+offline run stopped with Ctrl-C (its outputs are still finished and playable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightning_selrel.commands.stream import (
+    Outputs,
+    StatusLine,
+    StreamError,
+    VideoSink,
+    display_unavailable,
+    open_source,
+)
+from lightning_selrel.commands.windows import WindowExplainer, json_safe, run_live, run_offline
+from lightning_selrel.data.frames import FramePrep, FramePrepError
+from lightning_selrel.metrics.flow import FLOW_METHODS
+from lightning_selrel.models.checkpoint import CheckpointError, load_classifier
+from lightning_selrel.relevance.methods import available_methods, check_methods, check_model
+from lightning_selrel.relevance.selective import THRESHOLDS
+
+__all__ = ["ExplainError", "build_parser", "main"]
+
+
+class ExplainError(RuntimeError):
+    """A bad argument or checkpoint; the one-line message names it and the fix."""
+
+
+# -- command -------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"explain: error: {message}; see --help\n")
+
+
+def build_parser(prog: str = "python -m lightning_selrel explain") -> argparse.ArgumentParser:
+    """The command's options (``python -m lightning_selrel explain --help``)."""
+    parser = _Parser(
+        prog=prog,
+        description="Selective explanations of a video file (--video) or a live stream (--source).",
+        epilog="Frames: as the checkpoint's data module validated (UCF-101: resized to 128x171, centre crop; "
+        "built-in data: scaled to the clip, aspect kept); --resize overrides. Live: frames that arrive "
+        "while a window is explained are dropped, not queued; Ctrl-C stops and finishes the outputs. "
+        "Exit codes: 0 done, 2 bad input, 130 offline run interrupted.",
+    )
+    parser.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) written by fit")
+    parser.add_argument(
+        "--model-class",
+        help="the checkpoint's LightningModule as module.Class, for your own model (default: this project's)",
+    )
+    parser.add_argument(
+        "--clip-shape", type=int, nargs=3, metavar=("T", "H", "W"), help="clip shape, when the checkpoint does not say"
+    )
+    parser.add_argument(
+        "--layer",
+        help="the GradCAM family's layer, a dotted module name (default: the layer the network declares, else "
+        "its last Conv3d)",
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--video", help="video file, explained window by window")
+    where.add_argument(
+        "--source", help="live: camera index (0), stream URL, or a video file (played at its frame rate)"
+    )
+    parser.add_argument("--out", help="annotated video: .mp4, .avi or .gif")
+    parser.add_argument("--json", help="report: per window and summary")
+    parser.add_argument("--show", action="store_true", help="show the panels in a window (needs a display)")
+    parser.add_argument(
+        "--panel-size",
+        type=int,
+        default=240,
+        metavar="PX",
+        help="height of each panel in pixels, drawn on the source frame's region under the model's crop with the "
+        "relevance upsampled onto it (default 240); 0: the model's own input, enlarged",
+    )
+    parser.add_argument(
+        "--methods", nargs="+", default=["dtd"], help=f"default dtd; one row each, of {', '.join(available_methods())}"
+    )
+    parser.add_argument(
+        "--n-std", type=float, default=4.0, help="selective threshold in std of the edge map (default 4)"
+    )
+    parser.add_argument(
+        "--threshold",
+        default="std",
+        choices=THRESHOLDS,
+        help="selective threshold rule: std (the paper's n-std of the edge map) or mad (robust to widespread "
+        "change such as camera motion); default std",
+    )
+    parser.add_argument("--stride", type=int, help="offline: frames between window starts (default: clip length)")
+    parser.add_argument(
+        "--resize", type=int, nargs=2, metavar=("H", "W"), help="resize frames to exactly H x W, then centre-crop"
+    )
+    parser.add_argument(
+        "--flow",
+        default="farneback",
+        choices=[*FLOW_METHODS, "none"],
+        help="optical flow for motion precision (default farneback)",
+    )
+    parser.add_argument(
+        "--flow-threshold", type=float, default=0.5, help="moving: flow above this many pixels (default 0.5)"
+    )
+    parser.add_argument(
+        "--fps", type=float, help="frame rate of the source and the output (default: the source's, else 25)"
+    )
+    parser.add_argument(
+        "--realtime",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="live: deliver a file's frames at its frame rate (default: on for files)",
+    )
+    parser.add_argument("--max-windows", type=int, help="stop after this many windows")
+    parser.add_argument("--duration", type=float, help="live: stop after this many seconds")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--quiet", action="store_true", help="no status line")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    on_window: Callable[[dict[str, Any]], None] | None = None,
+    prog: str = "python -m lightning_selrel explain",
+) -> int:
+    """Run the command with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    ``on_window`` is passed to :func:`run_live` (a hook for tests).
+    """
+    try:
+        args = build_parser(prog).parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        return _run(args, on_window)
+    except (ExplainError, StreamError, CheckpointError, FramePrepError) as error:
+        print(f"explain: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the loops (they handle Ctrl-C themselves): nothing written yet
+        print("explain: interrupted before the first window", file=sys.stderr)
+        return 130
+
+
+def _check_args(args: argparse.Namespace) -> list[str]:
+    methods = [m for entry in args.methods for m in entry.split(",") if m]
+    try:
+        check_methods(methods)
+    except ValueError as error:
+        raise ExplainError(f"--methods {' '.join(args.methods)}: {error}") from None
+    for name, value, low in (
+        ("--n-std", args.n_std, 0),
+        ("--stride", args.stride, 1),
+        ("--fps", args.fps, 1e-3),
+        ("--max-windows", args.max_windows, 1),
+        ("--duration", args.duration, 1e-3),
+        ("--threads", args.threads, 1),
+        ("--flow-threshold", args.flow_threshold, 0),
+    ):
+        if value is not None and not value >= low:
+            raise ExplainError(f"{name} {value}: must be at least {low}")
+    if args.panel_size != 0 and not 32 <= args.panel_size <= 2160:
+        raise ExplainError(
+            f"--panel-size {args.panel_size}: use 0 (the model's input) or 32 to 2160 pixels (default 240)"
+        )
+    if args.video is not None and args.video.strip().isdigit():
+        raise ExplainError(f"--video {args.video} is a camera index: use --source {args.video} for a live stream")
+    if args.out and Path(args.out).suffix.lower() not in VideoSink.CODECS:
+        raise ExplainError(f"--out {args.out}: use a .mp4, .avi or .gif file name")
+    for option in ("out", "json"):
+        path = getattr(args, option)
+        if path:
+            _check_writable(f"--{option}", Path(path))
+    if args.out and args.json and Path(args.out).resolve() == Path(args.json).resolve():
+        raise ExplainError(f"--out and --json are the same file {args.out}: pass two names")
+    if args.show and (reason := display_unavailable()):
+        if not args.out:
+            raise ExplainError(f"--show: {reason}; pass --out FILE.mp4 to record the explanations instead")
+        print(f"explain: --show: {reason}; writing to {args.out} instead", file=sys.stderr)
+        args.show = False
+    if not (args.out or args.json or args.show):
+        raise ExplainError("nothing to write: pass --out FILE.mp4 (or .gif), --json FILE.json and/or --show")
+    return methods
+
+
+def _check_writable(option: str, path: Path) -> None:
+    """The output can be written: its folder exists and is writable, and the name is not a folder."""
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise ExplainError(f"{option} {path}: folder {folder} does not exist; create it")
+    if path.is_dir():
+        raise ExplainError(f"{option} {path} is a folder; pass a file name")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ExplainError(f"{option} {path}: folder {folder} cannot be written (permission denied); choose another")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ExplainError(f"{option} {path} exists and cannot be replaced (permission denied); choose another name")
+
+
+def _truncation(source: Any, body: dict[str, Any]) -> list[str]:
+    """A file that ends before the frame count its header claims (truncated or damaged), in one line."""
+    read, claimed = body["summary"].get("frames_read"), source.frames
+    if source.kind != "file" or not claimed or read is None or read >= claimed or body["stopped"] != "end of video":
+        return []
+    return [
+        f"{source.spec} ends after {read} of the {claimed} frames its header claims (truncated or damaged); "
+        f"the report covers the {read} frames it has"
+    ]
+
+
+def _staged(path: Path) -> Path:
+    """A temporary name beside ``path`` with its suffix (the video writer picks the container by it)."""
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ExplainError(f"--device {name}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ExplainError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def _run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] | None) -> int:
+    methods = _check_args(args)
+    device = _device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    live = args.video is None
+    capture, source = open_source(args.source if live else args.video)  # before the slow part: typos fail fast
+    try:
+        loaded = load_classifier(args.ckpt, device, model_class=args.model_class, clip_shape=args.clip_shape)
+        model, datamodule, clip_shape = loaded.model, loaded.datamodule, loaded.clip_shape
+        check_model(model, methods, layer=args.layer)
+        prep = FramePrep.for_checkpoint(clip_shape[1:], datamodule, args.resize)
+    except ValueError as error:  # what the model lacks for these methods (check_model)
+        capture.release()
+        raise ExplainError(f"--ckpt {args.ckpt}: {error}") from None
+    except BaseException:
+        capture.release()
+        raise
+    fps = args.fps or source.fps or 25.0
+    realtime = args.realtime if args.realtime is not None else source.kind == "file"
+    pace = fps if live and realtime else None
+    stride = args.stride or int(clip_shape[0])
+    if stride > int(clip_shape[0]):
+        capture.release()
+        raise ExplainError(
+            f"--stride {stride}: at most the model's clip length {clip_shape[0]}: every frame must be explained"
+        )
+    flow = None if args.flow == "none" else args.flow
+    explainer = WindowExplainer(
+        model,
+        methods,
+        args.n_std,
+        flow,
+        args.flow_threshold,
+        args.threshold,
+        clip_shape=clip_shape,
+        class_names=loaded.class_names,
+        layer=args.layer,
+        panel_size=args.panel_size,
+    )
+    outputs = Outputs(show=args.show, status=StatusLine(None if args.quiet else sys.stderr))
+    report: dict[str, Any] = {
+        "checkpoint": str(args.ckpt),
+        "mode": "live" if live else "offline",
+        "source": {
+            "spec": source.spec,
+            "kind": source.kind,
+            "fps": source.fps,
+            "frames": source.frames,
+            "size": list(source.size),
+        },
+        "clip_shape": list(clip_shape),
+        "class_names": list(loaded.class_names),
+        "methods": methods,
+        "n_std": args.n_std,
+        "threshold": args.threshold,
+        "flow": {"method": args.flow, "threshold": args.flow_threshold},
+        "preprocessing": prep.describe(source.size),
+        "output_fps": fps,
+        "panel_size": args.panel_size,
+        **({"pace_fps": pace} if live else {"stride": stride}),
+    }
+    # Outputs are written to temporary names and moved into place at the end: a run that fails never replaces an
+    # existing --out or --json (one stopped with Ctrl-C finishes and keeps what it explained).
+    staged = {Path(p): _staged(Path(p)) for p in (args.out, args.json) if p}
+    committed = False
+    try:  # the reader thread (live) or run_offline releases the capture
+        outputs.sink = VideoSink(staged[Path(args.out)], fps, label=args.out) if args.out else None
+        if live:
+            body = run_live(
+                explainer,
+                capture,
+                source,
+                prep,
+                pace_fps=pace,
+                outputs=outputs,
+                max_windows=args.max_windows,
+                duration=args.duration,
+                on_window=on_window,
+            )
+        else:
+            body = run_offline(
+                explainer, capture, source, prep, stride=stride, outputs=outputs, max_windows=args.max_windows
+            )
+        outputs.close()  # finishes the video (it must read back)
+        report.update(body)
+        warnings = _truncation(source, body)
+        if warnings:
+            report["warnings"] = warnings
+        if args.json:
+            staged[Path(args.json)].write_text(json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
+        for final, temporary in staged.items():
+            if temporary.exists():
+                os.replace(temporary, final)
+        committed = True
+    finally:
+        if not committed:
+            with contextlib.suppress(Exception):
+                outputs.close()
+            for temporary in staged.values():
+                temporary.unlink(missing_ok=True)
+    for warning in warnings:
+        print(f"explain: warning: {warning}", file=sys.stderr)
+    summary = body["summary"]
+    rate = f"{summary['windows_per_s']:.2f} windows/s" if summary["windows_per_s"] else "-"
+    written = "".join(f"; wrote {p}" for p in (args.out, args.json) if p)
+    print(f"explain: {summary['windows']} windows ({rate}), stopped: {body['stopped']}{written}")
+    return 130 if body["stopped"] == "interrupted" and not live else 0

@@ -1,0 +1,289 @@
+"""The LightningCLI of ``fit``, ``validate``, ``test`` and ``predict``, around :class:`C3DClassifier`.
+
+With no arguments, ``fit`` trains a small C3D on the built-in motion/context data on a CPU in a
+few minutes; ``configs/synthetic.yaml`` spells out exactly these defaults (a test keeps the two in
+step). Any other data module is chosen with ``--data CLASS`` or a config's ``data: class_path:``;
+the data module's ``num_classes``, ``clip_shape`` and ``class_names`` flow into the model, so a
+checkpoint carries everything needed to rebuild and annotate it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from jsonargparse import Namespace
+from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers.logger import DummyLogger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from typing_extensions import override
+
+from lightning_selrel.files import CheckpointError, describe, is_lightning_checkpoint, load_file
+from lightning_selrel.models.classifier import C3DClassifier
+from lightning_selrel.monitor.calibration import CalibrationError
+
+__all__ = [
+    "CALLBACK_DEFAULTS",
+    "DATA_DEFAULT",
+    "MODEL_DEFAULTS",
+    "TRAINER_DEFAULTS",
+    "DEBUG_ENV",
+    "SelrelCLI",
+    "cli_options",
+    "configuration_error",
+    "prog",
+    "run_lightning_cli",
+]
+
+# The small model the default run trains (the standard C3D is width 64, fc_dim 4096).
+MODEL_DEFAULTS: dict[str, Any] = {
+    "model.width": 8,
+    "model.fc_dim": 128,
+    "model.dropout": 0.2,
+    "model.optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3}},
+    "model.scheduler": {
+        "class_path": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+        "init_args": {"mode": "min", "factor": 0.1, "patience": 10},
+    },
+}
+DATA_DEFAULT: dict[str, Any] = {"class_path": "lightning_selrel.MotionContextDataModule"}
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 3,
+    "log_every_n_steps": 8,
+}
+# The monitor is a default of `trainer.callbacks`, not a forced callback: it shows in --print_config,
+# a config's own `callbacks:` list replaces it, and `callbacks+:` presets add to it.
+MONITOR = "lightning_selrel.SelectiveRelevanceMonitor"
+CALLBACK_DEFAULTS: list[dict[str, Any]] = [{"class_path": MONITOR}]
+
+
+#: Set to 1 to see the traceback of a configuration error instead of its one line.
+DEBUG_ENV = "LIGHTNING_SELREL_DEBUG"
+_PACKAGE = str(Path(__file__).resolve().parents[1])  # lightning_selrel/
+# Errors a run raises on purpose when its configuration cannot work: one line each, before or during setup.
+_CONFIGURATION_ERRORS = (MisconfigurationException, CheckpointError, CalibrationError)
+_RAISED_BY_US = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+class _SaveConfigOnStart(SaveConfigCallback):
+    """Lightning's SaveConfigCallback, writing ``config.yaml`` when the run starts instead of in ``setup``: every
+    check of the data, the callbacks and the model runs first, so a run that fails there leaves no log folder."""
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._stage = stage
+
+    def _save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().setup(trainer, pl_module, getattr(self, "_stage", "fit"))
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer, pl_module)
+
+    @override
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer, pl_module)
+
+    @override
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer, pl_module)
+
+    @override
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer, pl_module)
+
+
+def _ours(error: BaseException) -> bool:
+    """Raised by this package's own code (its innermost frame is in lightning_selrel)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and frames[-1].filename.startswith(_PACKAGE)
+
+
+def _owner(error: BaseException) -> str | None:
+    """The class whose method raised ``error`` (the innermost frame of this package with a ``self``)."""
+    tb, owner = error.__traceback__, None
+    while tb is not None:
+        frame = tb.tb_frame
+        this = frame.f_locals.get("self") if frame.f_code.co_filename.startswith(_PACKAGE) else None
+        if this is not None and not isinstance(this, LightningCLI):  # the CLI's own checks need no prefix
+            owner = type(this).__name__
+        tb = tb.tb_next
+    return owner
+
+
+def configuration_error(error: BaseException) -> str | None:
+    """The one-line message of a configuration error, or None for anything else (a bug keeps its traceback).
+
+    A configuration error is one of the exceptions runs raise on purpose (MisconfigurationException, a checkpoint
+    or calibration error), or a ValueError / TypeError / OSError raised by this package's own code (its checks of
+    arguments, files and data), also when jsonargparse wrapped it in its own error. Errors raised once training
+    has started are not passed here (:class:`SelrelCLI` marks them).
+    """
+    chain, current = [], error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for candidate in chain:
+        if isinstance(candidate, _CONFIGURATION_ERRORS) or (isinstance(candidate, _RAISED_BY_US) and _ours(candidate)):
+            text = (
+                " ".join(str(candidate).strip().splitlines()[0].split())
+                if str(candidate).strip()
+                else type(candidate).__name__
+            )
+            owner = _owner(candidate)
+            return f"{owner}: {text}" if owner and not text.startswith(owner) else text
+    return None
+
+
+class SelrelCLI(LightningCLI):
+    """LightningCLI with the data module's shape and classes linked into the model, configuration errors in one
+    line (:func:`configuration_error`), and checks of the log folder and ``--ckpt_path`` before any work."""
+
+    @override
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Lists, not tuples: Lightning compares the model's and the data module's hyperparameters.
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.clip_shape", "model.clip_shape", compute_fn=list, apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.class_names", compute_fn=list, apply_on="instantiate")
+        parser.set_defaults({"data": DATA_DEFAULT, "trainer.callbacks": CALLBACK_DEFAULTS, **MODEL_DEFAULTS})
+
+    @override
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads ``--ckpt_path`` here for the checkpoint's hyperparameters: say first what a file that
+        cannot be resumed from is."""
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            self._check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
+
+    @override
+    def _run_subcommand(self, subcommand: str) -> None:
+        self._check_log_folder()
+        # Lightning creates the logger's folder (an empty event file) just before the setup checks; a run that fails
+        # there must not leave it behind.
+        logger = self.trainer.logger
+        log_dir = None if logger is None or isinstance(logger, DummyLogger) else getattr(logger, "log_dir", None)
+        existed = [Path(p).exists() for p in (log_dir, Path(log_dir).parent)] if log_dir else []
+        try:
+            super()._run_subcommand(subcommand)
+        except Exception as error:
+            if self.trainer.fit_loop.epoch_loop.batch_progress.total.started > 0:
+                error._selrel_started = True  # type: ignore[attr-defined]  # it trained: a traceback, not one line
+            elif log_dir and self.trainer.is_global_zero:
+                _remove_debris(Path(log_dir), existed)
+            raise
+
+    def _check_log_folder(self) -> None:
+        """The logger's folder must be writable before anything runs (the nearest existing folder is checked)."""
+        logger = self.trainer.logger
+        folder = getattr(logger, "root_dir", None) or getattr(logger, "save_dir", None)
+        if logger is None or folder is None or isinstance(logger, DummyLogger):
+            return
+        path = Path(folder).expanduser().resolve()
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise MisconfigurationException(
+                f"log folder {path}: {existing} is a file, not a folder; pass --trainer.default_root_dir DIR"
+            )
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            raise MisconfigurationException(
+                f"log folder {path} cannot be written ({existing}: permission denied); pass --trainer.default_root_dir "
+                "DIR (or the logger's save_dir) where you can write"
+            )
+
+    @staticmethod
+    def _check_ckpt_path(ckpt_path: Any) -> None:
+        """``--ckpt_path`` must be a Lightning checkpoint: say what the file is and what to pass instead."""
+        if not isinstance(ckpt_path, str) or ckpt_path in ("last", "best", "hpc", "registry") or "://" in ckpt_path:
+            return
+        fix = (
+            "pass a .ckpt written by fit (lightning_logs/version_N/checkpoints/), or bare weights as --model.pretrained"
+        )
+        checkpoint = load_file(ckpt_path, what="--ckpt_path", fix=fix, mmap=True)
+        if not is_lightning_checkpoint(checkpoint):
+            raise CheckpointError(
+                f"--ckpt_path {ckpt_path} is {describe(checkpoint)}, not a Lightning checkpoint to resume: {fix}"
+            )
+
+    @override
+    def before_instantiate_classes(self) -> None:
+        """Keep one monitor: a preset that adds one (``callbacks/selrel_monitor.yaml``) replaces the default; and
+        the default logger without Lightning's ``hp_metric`` placeholder (the monitor writes the HParams entry)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.trainer.logger in (None, True):  # what the Trainer would build, with the placeholder off
+            config.trainer.logger = Namespace(
+                class_path="pytorch_lightning.loggers.TensorBoardLogger",
+                init_args=Namespace(save_dir=config.trainer.default_root_dir or os.getcwd(), default_hp_metric=False),
+            )
+        callbacks = config.trainer.callbacks
+        if not isinstance(callbacks, list):
+            return
+        monitors = [i for i, c in enumerate(callbacks) if _class_path(c).endswith("SelectiveRelevanceMonitor")]
+        for i in reversed(monitors[:-1]):
+            del callbacks[i]
+
+
+def _class_path(callback: Any) -> str:
+    return str(
+        getattr(callback, "class_path", "") or (callback.get("class_path", "") if isinstance(callback, dict) else "")
+    )
+
+
+def run_lightning_cli(args: ArgsType = None, *, run: bool = True) -> SelrelCLI | None:
+    """The LightningCLI subcommands (``fit``, ``validate``, ``test``, ``predict``) with ``args`` or ``sys.argv``; a
+    configuration error is one line on stderr and exit status 2 (set ``LIGHTNING_SELREL_DEBUG=1`` for its
+    traceback)."""
+    argv = sys.argv[1:] if args is None else args
+    try:
+        return SelrelCLI(args=args, run=run, **cli_options())
+    except Exception as error:
+        message = None if getattr(error, "_selrel_started", False) else configuration_error(error)
+        if message is None or os.environ.get(DEBUG_ENV):
+            raise
+        print(f"{prog()} {_subcommand(argv)}: error: {message}".replace("  ", " "), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _remove_debris(log_dir: Path, existed: list[bool]) -> None:
+    """Remove a log folder (and its parent) this run created, if it holds nothing but TensorBoard event files."""
+    if existed[0] or not log_dir.is_dir():
+        return
+    if any(not (p.is_file() and p.name.startswith("events.out.tfevents.")) for p in log_dir.iterdir()):
+        return  # something was written on purpose: keep it
+    for path in log_dir.iterdir():
+        path.unlink()
+    log_dir.rmdir()
+    if not existed[1] and log_dir.parent.is_dir() and not any(log_dir.parent.iterdir()):
+        log_dir.parent.rmdir()
+
+
+def prog() -> str:
+    """The program as the user typed it: ``lightning-selrel`` or ``python -m lightning_selrel``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "lightning-selrel" if name.startswith("lightning-selrel") else "python -m lightning_selrel"
+
+
+def _subcommand(argv: Any) -> str:
+    first = (
+        next((a for a in argv if isinstance(a, str) and not a.startswith("-")), "")
+        if isinstance(argv, (list, tuple))
+        else ""
+    )
+    return first if first in ("fit", "validate", "test", "predict") else ""
+
+
+def cli_options() -> dict[str, Any]:
+    """How the command line builds its LightningCLI (``calibrate`` reads its configuration the same way)."""
+    return {
+        "model_class": C3DClassifier,
+        "subclass_mode_data": True,
+        "trainer_defaults": TRAINER_DEFAULTS,
+        "seed_everything_default": 0,
+        "auto_configure_optimizers": False,  # the model takes its optimiser and scheduler as arguments
+        "save_config_callback": _SaveConfigOnStart,  # config.yaml once the setup checks have passed
+        "parser_kwargs": {"prog": prog(), "description": "Train, validate, test or predict (a LightningCLI)."},
+    }
