@@ -53,7 +53,8 @@ FRACTIONS: tuple[str, ...] = (*SCORES, *SHARES)
 #: Agreement of two methods: IoU of their areas ``R > 0`` (the paper's Table 2), or of their relevance cores.
 AGREEMENTS: tuple[str, str] = ("agreement", "agreement_core")
 #: The model's behaviour with the motion removed (:mod:`lightning_selrel.monitor.behaviour`),
-#: ``selrel/behaviour/<name>``: accuracies and shares of clips (no ``_std``), and ``reliance``, the probability lost when frozen (with ``_std``).
+#: ``selrel/behaviour/<name>``: accuracies and shares of clips (no ``_std``), and ``reliance``, the probability lost
+#: when frozen (with ``_std``).
 BEHAVIOUR: tuple[str, ...] = (
     "acc",
     "acc_frozen",
