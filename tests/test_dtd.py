@@ -455,3 +455,86 @@ def test_the_model_is_untouched_also_after_an_exception(arch):
         assert torch.equal(value, state[key]), key  # BatchNorm statistics included: folding used temporaries
     after = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
     assert after == hooks
+
+
+# -- the walk and its rules ------------------------------------------------------------------------
+def layer_by_layer(model: C3DClassifier, clips: torch.Tensor) -> torch.Tensor:
+    """DTD on C3D as a plain loop over its layers, the way zennit's sequential DTD runs: forward keeping each layer's
+    input, then backward from the predicted class with z+, zB at conv1a and winner-takes-all pooling."""
+    from lightning_selrel.relevance.dtd import ops
+
+    with torch.no_grad():
+        x = model.normalize(clips.float())
+        low, high = (model.normalize(torch.full((1, *clips.shape[1:]), v)) for v in (0.0, 255.0))
+        low, high = torch.minimum(low, high), torch.maximum(low, high)
+        inputs, a = [], x
+        for layer in model.net:
+            inputs.append(a)
+            a = layer(a)
+        target = a.argmax(1)
+        r = torch.zeros_like(a).scatter_(1, target[:, None], 1.0)
+        layers = list(model.net)
+        for i in reversed(range(len(layers))):
+            layer, a = layers[i], inputs[i]
+            if isinstance(layer, (nn.Conv3d, nn.Linear)):
+                if i == 0:
+                    r = ops.zb(layer, a, low, high, r, 1e-9, layer.weight)
+                else:
+                    nonneg = isinstance(layers[i - 1], (nn.ReLU, nn.MaxPool3d, nn.Dropout, nn.Flatten))
+                    r = ops.zplus(layer, a, nonneg, r, 1e-9, layer.weight)
+            elif isinstance(layer, nn.MaxPool3d):
+                _, indices = nn.functional.max_pool3d(
+                    a, layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode, True
+                )
+                r = ops.maxpool(layer, (a, indices), r, "winner", 1e-9)
+            elif isinstance(layer, nn.Flatten):
+                r = r.reshape(a.shape)
+    return r
+
+
+def test_the_walk_equals_a_layer_by_layer_loop_on_c3d_bit_for_bit():
+    """The graph walk performs exactly the operations of the sequential loop: the same bits (so zennit's on C3D)."""
+    model = small_classifier(seed=4, clip_shape=(16, 32, 32), zero_bias=False)
+    clips = pixel_clips(batch=3, shape=(16, 32, 32), seed=5)
+    ours, _, _ = dtd(model, clips)
+    assert torch.equal(ours, layer_by_layer(model, clips))
+
+
+def test_the_composite_picks_one_rule_per_node():
+    from lightning_selrel.relevance.dtd import dtd_graph
+    from lightning_selrel.relevance.dtd import rules as R
+
+    model = residual_classifier("r3d_18")
+    graph = dtd_graph(model)
+    chosen = dict(zip(graph.steps, R.rules_for(graph, first_rule="zb", maxpool="winner", sum_rule="positive")))
+    by_kind: dict[str, set[type]] = {}
+    for step, rule in chosen.items():
+        by_kind.setdefault(step.kind, set()).add(type(rule))
+    assert by_kind["batchnorm"] == {R.FoldedBatchNorm} and by_kind["add"] == {R.PositiveSplit}
+    assert by_kind["weighted"] == {R.ZPlus} and by_kind["relu"] == {R.ReLU}
+    first = [s for s in graph.steps if s.first_layer]
+    assert len(first) == 1 and isinstance(chosen[first[0]].inner, R.ZB)  # the stem's conv + BN pair
+    signed = R.rules_for(graph, first_rule="zplus", maxpool="proportional", sum_rule="signed")
+    assert {type(r) for s, r in zip(graph.steps, signed) if s.kind == "add"} == {R.SignedSplit}
+    assert all(not isinstance(r, R.FoldedBatchNorm) or type(r.inner) is R.ZPlus for r in signed)
+
+
+def test_the_signed_split_follows_the_signed_values_and_conserves():
+    from lightning_selrel.relevance.dtd.rules import PositiveSplit, SignedSplit
+
+    x, y = torch.tensor([3.0, 1.0, -1.0]), torch.tensor([-2.9, 1.0, -1.0])
+    signed_x, signed_y = SignedSplit.shares(x, y, 1e-9)
+    torch.testing.assert_close(signed_x[:2], torch.tensor([30.0, 0.5]), rtol=1e-4, atol=0)
+    torch.testing.assert_close(signed_x + signed_y, torch.ones(3))
+    positive_x, _ = PositiveSplit.shares(x, y, 1e-9)
+    torch.testing.assert_close(positive_x, torch.tensor([1.0, 0.5, 0.5]))
+    model = residual_classifier("r3d_18")
+    clips = pixel_clips(batch=2, shape=(8, 32, 32))
+    relevance, _, _ = dtd(model, clips, sum_rule="signed")
+    positive, _, _ = dtd(model, clips)
+    assert not torch.equal(relevance, positive) and (relevance < 0).any()  # shares of both signs reach the input
+    # The sum itself conserves, but z+ below drops what reaches a neuron with z+ = 0 (a negative branch can now get
+    # relevance): the map sums to 1 only approximately, unlike the positive split's.
+    torch.testing.assert_close(relevance.sum(dim=(1, 2, 3, 4)), torch.ones(2, dtype=torch.float64), rtol=0.05, atol=0)
+    with pytest.raises(ValueError, match="sum_rule must be"):
+        dtd(model, clips, sum_rule="norm")

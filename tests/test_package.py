@@ -22,8 +22,11 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """Every lightning_selrel module ``path`` imports, at the top or inside a function (relative ones resolved)."""
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """Every lightning_selrel module ``path`` imports, at the top or inside a function (relative ones resolved).
+
+    ``from package import module`` is an import of the module (its package's ``__init__`` runs first, as for any
+    submodule); ``from module import name`` of the module."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -35,8 +38,10 @@ def _imports(path: Path) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([base] if base else [])])
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
+            submodules = {f"{base}.{alias.name}" for alias in node.names} & modules
+            found.update(submodules)
+            if len(submodules) < len(node.names):
+                found.add(base)
     return {m for m in found if m.startswith("lightning_selrel")}
 
 
@@ -44,7 +49,7 @@ def _graph() -> dict[str, set[str]]:
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph = {}
     for name, path in modules.items():
-        graph[name] = {m for m in _imports(path) if m in modules and m != name}
+        graph[name] = {m for m in _imports(path, set(modules)) if m in modules and m != name}
     return graph
 
 
