@@ -506,7 +506,7 @@ def test_the_composite_picks_one_rule_per_node():
 
     model = residual_classifier("r3d_18")
     graph = dtd_graph(model)
-    chosen = dict(zip(graph.steps, R.rules_for(graph, first_rule="zb", maxpool="winner", sum_rule="positive")))
+    chosen = dict(zip(graph.steps, R.rules_for(graph, first_rule="zb", maxpool="winner", sum_rule="positive"), strict=True))
     by_kind: dict[str, set[type]] = {}
     for step, rule in chosen.items():
         by_kind.setdefault(step.kind, set()).add(type(rule))
@@ -515,7 +515,7 @@ def test_the_composite_picks_one_rule_per_node():
     first = [s for s in graph.steps if s.first_layer]
     assert len(first) == 1 and isinstance(chosen[first[0]].inner, R.ZB)  # the stem's conv + BN pair
     signed = R.rules_for(graph, first_rule="zplus", maxpool="proportional", sum_rule="signed")
-    assert {type(r) for s, r in zip(graph.steps, signed) if s.kind == "add"} == {R.SignedSplit}
+    assert {type(r) for s, r in zip(graph.steps, signed, strict=True) if s.kind == "add"} == {R.SignedSplit}
     assert all(not isinstance(r, R.FoldedBatchNorm) or type(r.inner) is R.ZPlus for r in signed)
 
 
