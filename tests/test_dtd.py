@@ -506,7 +506,8 @@ def test_the_composite_picks_one_rule_per_node():
 
     model = residual_classifier("r3d_18")
     graph = dtd_graph(model)
-    chosen = dict(zip(graph.steps, R.rules_for(graph, first_rule="zb", maxpool="winner", sum_rule="positive"), strict=True))
+    rules = R.rules_for(graph, first_rule="zb", maxpool="winner", sum_rule="positive")
+    chosen = dict(zip(graph.steps, rules, strict=True))
     by_kind: dict[str, set[type]] = {}
     for step, rule in chosen.items():
         by_kind.setdefault(step.kind, set()).add(type(rule))
