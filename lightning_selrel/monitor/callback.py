@@ -30,17 +30,13 @@ selective) and a custom-scalars layout "selrel: spatial bias".
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
@@ -48,16 +44,14 @@ from typing_extensions import override
 
 from lightning_selrel.metrics import tags
 from lightning_selrel.metrics.flow import FLOW_METHODS
-from lightning_selrel.metrics.functional import clip_scores, rank_correlation, relevance_agreement
-from lightning_selrel.metrics.modules import MeanStd
-from lightning_selrel.monitor import dashboard
+from lightning_selrel.metrics.functional import rank_correlation
+from lightning_selrel.monitor import dashboard, measuring
 from lightning_selrel.monitor.behaviour import behaviour as behaviour_scores
 from lightning_selrel.monitor.behaviour import reliance_for_ranking
-from lightning_selrel.monitor.calibration import Calibration, calibrated, load_calibration
+from lightning_selrel.monitor.calibration import Calibration, load_calibration
 from lightning_selrel.monitor.probe_set import ProbeSet, choose_indices, dataset_labels, load_probe, stage_dataset
-from lightning_selrel.monitor.render import render_panels, write_gif
-from lightning_selrel.relevance.measure import explain_selective
-from lightning_selrel.relevance.methods import check_methods, check_model, method_options
+from lightning_selrel.monitor.writers import TensorBoardMedia
+from lightning_selrel.relevance.methods import check_methods, check_model
 from lightning_selrel.relevance.selective import THRESHOLDS, Threshold
 
 __all__ = ["SelectiveRelevanceMonitor", "DEFAULT_METHODS"]
@@ -174,7 +168,7 @@ class SelectiveRelevanceMonitor(Callback):
         self.probe_indices: dict[str, list[int]] = {}  # stage -> dataset indices; saved in checkpoints
         self._probes: dict[str, ProbeSet] = {}
         self._warned: set[str] = set()
-        self._layout_written: set[int] = set()
+        self._media = TensorBoardMedia()
 
     # -- preconditions -------------------------------------------------------------------------
     @override
@@ -275,20 +269,34 @@ class SelectiveRelevanceMonitor(Callback):
         self._restored_settings = dict(state_dict.get("probe_settings") or {})
         self._probes.clear()
 
+    def _settings(self) -> measuring.Settings:
+        return measuring.Settings(
+            methods=tuple(self.methods),
+            n_std=self.n_std,
+            threshold=self.threshold,
+            signed=self.signed,
+            target=self.target,
+            batch_size=self.batch_size,
+            core_mass=self.core_mass,
+            num_videos=self.num_videos,
+            gradcam_layer=self.gradcam_layer,
+            calibration=self.calibration,
+        )
+
     def _draw_settings(self) -> dict[str, Any]:
         return {"seed": self.seed, "num_clips": self.num_clips, "per_class": self.per_class}
 
     # -- the work ------------------------------------------------------------------------------
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         probe = self._probe(trainer, stage)
-        values, maps, bias = self._measure(pl_module, probe)
+        values, maps, bias = measuring.measure(pl_module, probe, self._settings())
         per_clip = {"label": probe.labels.to(torch.float64), **{f"bias/{m}": b.cpu() for m, b in bias.items()}}
         if self.behaviour:
             clips = probe.clips.to(pl_module.device)
             scores = behaviour_scores(pl_module, clips, probe.labels, batch_size=self.batch_size)
-            self._log_behaviour(values, scores, pl_module.device)
+            measuring.log_behaviour(values, scores, pl_module.device)
             per_clip.update(correct=scores["acc"], reliance=scores["reliance"])
-        per_clip = self._gather(trainer, pl_module, per_clip, len(probe.indices))  # every rank's clips
+        per_clip = measuring.gather(trainer, pl_module, per_clip, len(probe.indices))  # every rank's clips
         if self.behaviour:
             ranked = reliance_for_ranking(per_clip["reliance"])  # ties, not noise, where nothing moves
             for method in self.methods:
@@ -303,33 +311,6 @@ class SelectiveRelevanceMonitor(Callback):
             if self.num_videos > 0:
                 self._write_media(trainer, pl_module, probe, maps)
             self._write_per_class(trainer, pl_module, per_clip)
-
-    def _log_behaviour(self, values: dict[str, float], scores: dict[str, Tensor], device: torch.device) -> None:
-        """Means over the probe clips (synced over ranks); ``reliance`` also gets its population std."""
-        for name, per_clip in scores.items():
-            result = self._compute(MeanStd(), device, per_clip)
-            if name == "reliance":
-                self._put(values, tags.behaviour_tag(name), result["mean"], result["std"])
-            elif not torch.isnan(result["mean"]):
-                values[tags.behaviour_tag(name)] = float(result["mean"])
-
-    @staticmethod
-    def _gather(
-        trainer: pl.Trainer, pl_module: pl.LightningModule, columns: dict[str, Tensor], total: int
-    ) -> dict[str, Tensor]:
-        """Per-clip columns (n,) of this rank's share, gathered from every rank in probe order (contiguous shares)."""
-        if trainer.world_size == 1:
-            return {name: column.cpu().to(torch.float64) for name, column in columns.items()}
-        names = list(columns)
-        longest = len(np.array_split(np.arange(total), trainer.world_size)[0])
-        rows = torch.full((longest, len(names) + 1), torch.nan, dtype=torch.float64)
-        share = next(iter(columns.values())).shape[0]
-        if share:
-            rows[:share, :-1] = torch.stack([columns[name].cpu().to(torch.float64) for name in names], dim=1)
-            rows[:share, -1] = 1.0  # this row holds a clip (padding rows do not)
-        gathered = pl_module.all_gather(rows.to(pl_module.device)).reshape(-1, len(names) + 1).cpu()
-        kept = gathered[gathered[:, -1] == 1.0]
-        return {name: kept[:, i] for i, name in enumerate(names)}
 
     def _probe(self, trainer: pl.Trainer, stage: str) -> ProbeSet:
         if stage in self._probes:
@@ -355,185 +336,28 @@ class SelectiveRelevanceMonitor(Callback):
         self._probes[stage] = probe
         return probe
 
-    def _measure(
-        self, pl_module: pl.LightningModule, probe: ProbeSet
-    ) -> tuple[dict[str, float], dict[str, Any], dict[str, Tensor]]:
-        """Explain this rank's probe clips with every method; returns synced scalars, this rank's maps and its
-        per-clip spatial bias per method."""
-        device = pl_module.device
-        clips = probe.clips.to(device)
-        flow = probe.flow_masks.to(device)
-        exact = probe.exact_masks.to(device) if probe.exact_masks is not None else None
-        target = probe.labels.to(device) if self.target == "label" else None
-        values: dict[str, float] = {}
-        relevance: dict[str, Tensor] = {}
-        maps: dict[str, Any] = {}
-        bias: dict[str, Tensor] = {}
-        for method in self.methods:
-            rel, sel, logits, explain_ms, selective_ms = self._explain(pl_module, clips, method, target)
-            relevance[method] = rel
-            maps[method] = (rel[: self.num_videos].cpu(), sel[: self.num_videos].cpu(), logits[: self.num_videos])
-            scores = clip_scores(rel, sel, flow=flow, exact=exact, core_mass=self.core_mass)
-            bias[method] = scores["spatial_bias"]
-            if self.calibration is not None:
-                point = self.calibration.point(method, self.threshold, self.n_std)
-                values_on_scale = [calibrated(b, point) for b in scores["spatial_bias"].tolist()]  # NaN stays NaN
-                scores[tags.CALIBRATED] = torch.tensor(values_on_scale, dtype=torch.float64, device=rel.device)
-            for name, per_clip in scores.items():
-                result = self._compute(MeanStd(), device, per_clip)
-                self._put(values, tags.method_tag(method, name), result["mean"], result["std"])
-                if name == "spatial_bias":  # NaN exactly where the baseline map has no positive relevance
-                    values[tags.method_tag(method, "no_relevance")] = _share(result["skipped"], result["count"])
-            empty = ((sel > 0).flatten(1).sum(1) == 0).to(torch.float64)  # (N,): the selective map is empty
-            values[tags.method_tag(method, "selective_no_relevance")] = _mean_or_zero(
-                self._compute(MeanStd(), device, empty)
-            )
-            # Clips are explained together, a batch at a time: a clip's cost is its batch's divided by its
-            # clips, so a spread over clips would be a constant. Only the mean is logged.
-            for name, samples in zip(tags.TIMINGS, (explain_ms, selective_ms), strict=True):
-                values[tags.method_tag(method, name)] = _mean_or_zero(self._compute(MeanStd(), device, samples))
-        for first, second in itertools.combinations(self.methods, 2):
-            for kind, options in zip(tags.AGREEMENTS, ({}, {"relevant": "mass"}), strict=True):
-                agreement = relevance_agreement(relevance[first], relevance[second], fraction=self.core_mass, **options)
-                result = self._compute(MeanStd(), device, agreement)
-                self._put(values, tags.agreement_tag(kind, first, second), result["mean"], result["std"])
-        return values, maps, bias
-
-    def _explain(
-        self, pl_module: pl.LightningModule, clips: Tensor, method: str, target: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Relevance, selective relevance and logits of all clips, in chunks of ``batch_size``, with the
-        per-clip milliseconds of the explanation and of the selective step."""
-        rel, sel, logits, explain_ms, selective_ms = [], [], [], [], []
-        for start in range(0, clips.shape[0], self.batch_size):
-            chunk = clips[start : start + self.batch_size]
-            n = chunk.shape[0]
-            chunk_target = target[start : start + n] if target is not None else None
-            options = method_options(method, layer=self.gradcam_layer)
-            result = explain_selective(
-                pl_module,
-                chunk,
-                method,
-                chunk_target,
-                n_std=self.n_std,
-                threshold=self.threshold,
-                signed=self.signed,
-                **options,
-            )
-            rel.append(result.relevance)
-            sel.append(result.selective)
-            logits.append(result.logits.cpu())
-            explain_ms.append(torch.full((n,), result.explain_ms / n, dtype=torch.float64))
-            selective_ms.append(torch.full((n,), result.selective_ms / n, dtype=torch.float64))
-        if not rel:  # this rank holds no probe clip: contribute nothing, but take part in the sync
-            empty = torch.zeros((0, *clips.shape[2:]), device=clips.device)
-            none = torch.zeros(0, dtype=torch.float64)
-            return empty, empty.clone(), torch.zeros(0, 0), none, none.clone()
-        return torch.cat(rel), torch.cat(sel), torch.cat(logits), torch.cat(explain_ms), torch.cat(selective_ms)
-
-    @staticmethod
-    def _compute(metric: Any, device: torch.device, *inputs: Tensor) -> dict[str, Tensor]:
-        """Update a fresh metric with this rank's clips and compute it, synced over all ranks."""
-        metric = metric.to(device)
-        metric.update(*(x.to(device) for x in inputs))
-        return metric.compute()
-
-    @staticmethod
-    def _put(values: dict[str, float], name: str, mean: Tensor, std: Tensor) -> None:
-        """Store a mean and its ``_std`` companion; a metric without any valid clip is not logged."""
-        if not torch.isnan(mean):
-            values[name] = float(mean)
-            values[name + tags.STD] = float(std)
-
-    # -- TensorBoard media (rank 0) -------------------------------------------------------------
-    def _tensorboard(self, trainer: pl.Trainer) -> Any:
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                return logger.experiment
-        if "media" not in self._warned:
-            self._warned.add("media")
-            rank_zero_warn(
-                "SelectiveRelevanceMonitor: no TensorBoardLogger (none configured, or fast_dev_run): scalars are "
-                "logged, heatmap videos and the custom-scalars layout are skipped."
-            )
-        return None
-
+    # -- media, tables, layout and HParams (rank 0; monitor/writers.py) ------------------------------
     def _write_layout(self, trainer: pl.Trainer) -> None:
-        if not trainer.is_global_zero:
-            return
-        writer = self._tensorboard(trainer)
-        if writer is None or id(writer) in self._layout_written:
-            return
-        self._layout_written.add(id(writer))
-        calibrated = self.calibration is not None
-        writer.add_custom_scalars(dashboard.layout(self.methods, behaviour=self.behaviour, calibrated=calibrated))
+        if trainer.is_global_zero:
+            calibrated = self.calibration is not None
+            self._media.write_layout(
+                trainer, dashboard.layout(self.methods, behaviour=self.behaviour, calibrated=calibrated)
+            )
 
     def _write_media(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: ProbeSet, maps: dict[str, Any]
     ) -> None:
-        writer = self._tensorboard(trainer)
-        if writer is None:
-            return
-        names = list(getattr(pl_module, "class_names", None) or [])
-
-        def name(k: int) -> str:
-            return names[k] if 0 <= k < len(names) else str(k)
-
-        for method, (rel, sel, logits) in maps.items():
-            probs = logits.softmax(dim=-1)
-            for i in range(rel.shape[0]):
-                k = probe.positions[i]
-                p, pred = probs[i].max(dim=-1)
-                title = (
-                    f"true: {name(int(probe.labels[i]))} | pred: {name(int(pred))} ({float(p):.2f}) | n={self.n_std:g}"
-                )
-                frames = render_panels(
-                    probe.clips[i], rel[i], sel[i], title=title, labels=("input", method, "selective")
-                )
-                write_gif(writer, tags.method_tag(method, f"clip_{k}"), frames, _logging_step(trainer), self.fps)
-        writer.flush()
+        self._media.write_clips(trainer, pl_module, probe, maps, n_std=self.n_std, fps=self.fps)
 
     def _write_per_class(self, trainer: pl.Trainer, pl_module: pl.LightningModule, per_clip: dict[str, Tensor]) -> None:
-        """The per-class table (most static first) as a TensorBoard text and a CSV row per class in the run's log
-        folder, and a bar chart of the per-class spatial bias as a TensorBoard image."""
-        writer = self._tensorboard(trainer)
-        if writer is None:
-            return
-        labels = [int(label) for label in per_clip["label"].tolist()]
-        names = list(getattr(pl_module, "class_names", None) or [])
-        rows = dashboard.per_class_rows(
-            labels,
-            names,
-            {m: per_clip[f"bias/{m}"].tolist() for m in self.methods},
-            reliance=per_clip["reliance"].tolist() if "reliance" in per_clip else None,
-            correct=per_clip["correct"].tolist() if "correct" in per_clip else None,
+        self._media.write_per_class(
+            trainer, pl_module, per_clip, self.methods, n_std=self.n_std, threshold=self.threshold
         )
-        step, epoch = _logging_step(trainer), trainer.current_epoch
-        setting = f"n_std={self.n_std:g}, threshold={self.threshold}"
-        heading = (
-            f"**Spatial bias per class** by method, epoch {epoch}, step {step} ({setting}; most static first; "
-            "reliance: probability lost when the clip is frozen; acc: on the probe clips). Means over each "
-            "class's probe clips; - where no clip of the class has a value."
-        )
-        headers = {"class_index": "#", **{f"spatial_bias_{m}": m for m in self.methods}}
-        writer.add_text("selrel/per_class", dashboard.markdown_table(rows, heading, headers), step)
-        png, height, width = dashboard.bar_chart_png(
-            rows, self.methods, f"spatial bias per class, epoch {epoch} ({setting})"
-        )
-        writer._get_file_writer().add_summary(
-            dashboard.image_summary("selrel/per_class/spatial_bias", png, height, width), step
-        )
-        # The logger's folder (Trainer.log_dir broadcasts from rank 0, and this runs on rank 0 alone).
-        log_dir = next((lg.log_dir for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        if log_dir:
-            dashboard.append_csv(Path(log_dir) / "selrel_per_class.csv", rows, epoch=epoch, step=step)
-        writer.flush()
 
     def _write_hparams(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The run's entry in the HParams tab: what the comparison turns on, with the final val/acc and spatial
         bias per method as its metric columns. Written before Lightning's own (TensorBoard keeps the first)."""
-        writer = self._tensorboard(trainer)
-        if writer is None or not trainer.is_global_zero:
+        if not trainer.is_global_zero:
             return
         model = dict(getattr(pl_module, "hparams", {}) or {})
         data = dict(getattr(trainer.datamodule, "hparams", {}) or {}) if trainer.datamodule is not None else {}
@@ -557,21 +381,4 @@ class SelectiveRelevanceMonitor(Callback):
         if self.calibration is not None:
             metrics += [tags.method_tag(m, tags.CALIBRATED) for m in self.methods]
             params["selrel/calibration"] = self.calibration_path
-        for summary in dashboard.hparams_summaries(params, metrics):
-            writer._get_file_writer().add_summary(summary)
-        writer.flush()
-
-
-def _mean_or_zero(result: dict[str, Tensor]) -> float:
-    """The mean of a :class:`MeanStd` result, 0.0 when no rank had a sample."""
-    return float(result["mean"]) if not torch.isnan(result["mean"]) else 0.0
-
-
-def _share(skipped: Tensor, count: Tensor) -> float:
-    """The fraction of clips a metric skipped (0.0 when there were none at all)."""
-    return float(skipped) / max(float(skipped + count), 1.0)
-
-
-def _logging_step(trainer: pl.Trainer) -> int:
-    """The step Lightning gives the scalars logged in this hook, so GIFs line up with them."""
-    return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
+        self._media.write_hparams(trainer, params, metrics)
