@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -118,14 +119,14 @@ def _ref(classes: int = 2) -> dict:
 def test_an_interrupted_write_leaves_no_half_written_calibration(tmp_path, monkeypatch):
     out = tmp_path / "out"
     calibration = _calibration(references={"motion": _ref(), "static": _ref(4)})
-    original = cal.os.replace
+    original = os.replace
 
     def interrupt_at_the_json(source, target):
         if str(target).endswith("calibration.json"):
             raise KeyboardInterrupt
         original(source, target)
 
-    monkeypatch.setattr(cal.os, "replace", interrupt_at_the_json)
+    monkeypatch.setattr(os, "replace", interrupt_at_the_json)
     with pytest.raises(KeyboardInterrupt):
         cal.write_outputs(calibration, out)
     assert not (out / "calibration.json").exists() and not list(out.glob(".*.tmp"))

@@ -1,0 +1,147 @@
+"""The calibration's report: ``calibration.json``, a plot and a Markdown table, written atomically."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_selrel.monitor.calibration.scale import Calibration
+
+__all__ = ["plot_png", "report_markdown", "write_outputs"]
+
+
+def plot_png(calibration: Calibration) -> bytes:
+    """Spatial bias of both references against n_std, one panel per method, both rules (mean +- std over clips)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib import pyplot as plt
+
+    methods = calibration.methods
+    columns = min(3, len(methods))
+    rows = math.ceil(len(methods) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), dpi=100, squeeze=False)
+    grid = calibration.n_std_grid
+    colours = {"motion": "tab:orange", "static": "tab:blue"}
+    styles = {"std": "-", "mad": "--"}
+    try:
+        for ax, method in zip(axes.flat, methods, strict=False):
+            for rule in calibration.thresholds:
+                points = [calibration.point(method, rule, n) for n in grid]
+                for reference in ("motion", "static"):
+                    mean = np.array(
+                        [p[reference]["mean"] if p[reference]["mean"] is not None else np.nan for p in points]
+                    )
+                    std = np.array([p[reference]["std"] if p[reference]["std"] is not None else np.nan for p in points])
+                    ax.plot(grid, mean, styles.get(rule, "-"), color=colours[reference], label=f"{reference}, {rule}")
+                    ax.fill_between(grid, mean - std, mean + std, color=colours[reference], alpha=0.12)
+            recommended = calibration.recommended
+            if recommended and recommended["method"] == method:
+                ax.axvline(recommended["n_std"], color="black", lw=0.8, ls=":")
+            ax.set_title(method, fontsize=10)
+            ax.set_xlabel("n_std")
+            ax.set_ylabel("spatial bias")
+            ax.set_ylim(0.0, 1.02)
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(methods) :]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7, loc="lower right")
+        figure.suptitle("Spatial bias of the motion and static references on the probe clips", fontsize=11)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
+
+
+def report_markdown(calibration: Calibration) -> str:
+    """The short report: the references, the recommendation (or why there is none), and the n = 4 comparison."""
+    motion, static = calibration.references["motion"], calibration.references["static"]
+    lines = [
+        "# Calibration of spatial bias",
+        "",
+        f"Clips {calibration.clip_shape} (T, H, W); {len(calibration.probe.get('indices', []))} probe clips; methods "
+        f"{', '.join(calibration.methods)}; n_std grid {calibration.n_std_grid}; "
+        f"rules {', '.join(calibration.thresholds)}.",
+        "",
+        "| reference | task | accuracy | frozen-clip accuracy | probe clips unchanged when frozen |",
+        "|---|---|---:|---:|---:|",
+        f"| motion | {motion['task']} | {motion['accuracy']:.3f} | {motion['frozen_accuracy']:.3f} | "
+        f"{motion['unchanged_frozen']:.3f} |",
+        f"| static | {static['task']} | {static['accuracy']:.3f} | {static['frozen_accuracy']:.3f} | "
+        f"{static['unchanged_frozen']:.3f} |",
+        "",
+    ]
+    if calibration.recommended is None:
+        lines += [f"**No setting is recommended**: {calibration.refused or 'no setting separates the references'}.", ""]
+    else:
+        r = calibration.recommended
+        lines += [
+            f"**Recommended: `{r['method']}` with `threshold: {r['threshold']}` and `n_std: {r['n_std']:g}`**: the "
+            f"references' spatial bias differs by {r['gap']:.3f} there, {r['separation']:.2f} pooled standard "
+            "deviations over the probe clips, the widest separation measured.",
+            "",
+            "Monitor with it: `SelectiveRelevanceMonitor(calibration=PATH, methods=[...], n_std=..., threshold=...)`; "
+            "`selrel/<m>/spatial_bias_calibrated` is then 0 at the motion reference and 1 at the static one.",
+            "",
+        ]
+        if r["n_std"] in (min(calibration.n_std_grid), max(calibration.n_std_grid)):
+            lines += [
+                f"n_std {r['n_std']:g} is at the edge of the grid: a wider `--n-std-grid` may separate the references "
+                "more.",
+                "",
+            ]
+    lines += ["Separation per method at the paper's n_std = 4, and at the best n_std of each rule:", ""]
+    lines += [
+        "| method | rule | separation at n = 4 | best n_std | separation there | motion / static at best |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for method in calibration.methods:
+        for rule in calibration.thresholds:
+            points = calibration.scale[method][rule]
+            at4 = points.get("4", {}).get("separation")
+            best_key = max(
+                points, key=lambda k: points[k]["separation"] if points[k]["separation"] is not None else -1e9
+            )
+            best = points[best_key]
+            lines.append(
+                f"| {method} | {rule} | {_fmt(at4)} | {best_key} | {_fmt(best['separation'])} | "
+                f"{_fmt(best['motion']['mean'], 3)} / {_fmt(best['static']['mean'], 3)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def write_outputs(calibration: Calibration, out: str | os.PathLike) -> dict[str, Path]:
+    """Write ``calibration.json``, ``calibration.png`` and ``calibration.md`` into ``out``.
+
+    Each goes to a temporary name first and is moved into place only when all three are ready, the JSON last:
+    an interrupted run leaves no half-written ``calibration.json``.
+    """
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    contents = {
+        "calibration.png": plot_png(calibration),
+        "calibration.md": report_markdown(calibration).encode(),
+        "calibration.json": calibration.to_json().encode(),
+    }
+    temporary = {name: folder / f".{name}.{os.getpid()}.tmp" for name in contents}
+    try:
+        for name, data in contents.items():
+            temporary[name].write_bytes(data)
+        for name in contents:  # in order: the JSON, which says the calibration is complete, last
+            os.replace(temporary[name], folder / name)
+    finally:
+        for path in temporary.values():
+            path.unlink(missing_ok=True)
+    return {name: folder / name for name in contents}
