@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from lightning_selrel.commands.lightning_cli import SelrelCLI, cli_options
 from lightning_selrel.monitor import calibration as cal
 from lightning_selrel.monitor.behaviour import freeze
 from lightning_selrel.monitor.probe_set import choose_indices
@@ -160,39 +161,18 @@ def _train(
     return reference.eval()
 
 
-def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
-    from lightning_selrel.commands.lightning_cli import SelrelCLI, cli_options
-
-    started = time.perf_counter()
-    methods = _check(args)
+def _configured(fit_args: Sequence[str]) -> Any:
+    """The user's model and data module, from the same configuration ``fit`` reads (not instantiated twice)."""
     with warnings.catch_warnings():  # the configuration comes as `args` while sys.argv holds `calibrate ...`
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        cli = SelrelCLI(args=list(fit_args), run=False, **cli_options())
-    model, datamodule = cli.model, cli.datamodule
-    progress = cli.config.trainer.get("enable_progress_bar") is not False  # as the configuration asks, like fit
-    if not callable(getattr(datamodule, "long_clips", None)):
-        raise cal.CalibrationError(
-            f"{type(datamodule).__name__} has no long_clips(stage, factor): calibrate's motion reference needs "
-            "windows of 3 T frames from the same videos (see lightning_selrel.monitor.calibration); the "
-            "built-in data and UCF101DataModule have it"
-        )
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    train_set, val_set = datamodule.train_dataloader().dataset, datamodule.val_dataloader().dataset
-    clip_len = (
-        int(model.clip_shape[0]) if hasattr(model, "clip_shape") else int(torch.as_tensor(val_set[0][0]).shape[1])
-    )
-    batch_size = int(getattr(datamodule, "batch_size", 8))
-    workers = int(getattr(datamodule, "num_workers", 0))
-    class_names = list(getattr(model, "class_names", None) or [str(i) for i in range(model.hparams["num_classes"])])
-    # The moving probe clips both references are explained on: the validation clips, as the monitor draws them.
-    indices = choose_indices(len(val_set), args.probe_clips, args.seed, owner="calibrate")
-    items = [val_set[i] for i in indices]
-    probe_clips = torch.stack([torch.as_tensor(item[0]) for item in items])  # (N, 3, T, H, W)
-    probe_labels = torch.tensor([int(item[1]) for item in items])
+        return SelrelCLI(args=list(fit_args), run=False, **cli_options())
 
+
+def _phases(args: argparse.Namespace, datamodule: Any, class_names: list[str], clip_len: int) -> dict[str, tuple]:
+    """Per reference: its task, class count and names, and its training and validation clips."""
+    train_set, val_set = datamodule.train_dataloader().dataset, datamodule.val_dataloader().dataset
     half = max(1, args.train_clips // 2)  # each long window gives two speed clips
-    phases = {
+    return {
         "static": (
             "frozen clips, true labels",
             len(class_names),
@@ -211,6 +191,20 @@ def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
             ),
         ),
     }
+
+
+def _references(
+    args: argparse.Namespace,
+    model: pl.LightningModule,
+    phases: dict[str, tuple],
+    probe: tuple[torch.Tensor, torch.Tensor],
+    methods: list[str],
+    loaders: tuple[int, int, bool],
+    started: float,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Train each reference, say what it learned, and explain the probe clips with it: (references, biases)."""
+    batch_size, workers, progress = loaders
+    probe_clips, probe_labels = probe
     references: dict[str, dict[str, Any]] = {}
     biases: dict[str, Any] = {}
     for step, (name, (task, classes, names, train, val)) in enumerate(phases.items(), start=1):
@@ -219,14 +213,14 @@ def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
         reference = _train(_reference(model, classes, names), data, args, progress)
         loader = DataLoader(val, batch_size=batch_size, num_workers=workers)
         device = next(reference.parameters()).device
-        probe = probe_clips.to(device)
+        clips = probe_clips.to(device)
         labels = probe_labels if name == "static" else torch.zeros(len(probe_labels), dtype=torch.long)
         references[name] = {
             "task": task,
             "classes": classes,
             "accuracy": _accuracy(reference, loader),
             "frozen_accuracy": _accuracy(reference, loader, freeze),
-            **cal.reference_behaviour(reference, probe, labels, batch_size),
+            **cal.reference_behaviour(reference, clips, labels, batch_size),
         }
         _say(
             f"      accuracy {references[name]['accuracy']:.3f}, frozen-clip accuracy "
@@ -235,8 +229,41 @@ def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
         )
         with tqdm(total=len(methods), desc=f"explaining the probe clips ({name})", disable=not progress) as bar:
             biases[name] = cal.per_clip_bias(
-                reference, probe, methods, args.n_std_grid, batch_size=batch_size, progress=lambda _: bar.update()
+                reference, clips, methods, args.n_std_grid, batch_size=batch_size, progress=lambda _: bar.update()
             )
+    return references, biases
+
+
+def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
+    started = time.perf_counter()
+    methods = _check(args)
+    cli = _configured(fit_args)
+    model, datamodule = cli.model, cli.datamodule
+    progress = cli.config.trainer.get("enable_progress_bar") is not False  # as the configuration asks, like fit
+    if not callable(getattr(datamodule, "long_clips", None)):
+        raise cal.CalibrationError(
+            f"{type(datamodule).__name__} has no long_clips(stage, factor): calibrate's motion reference needs "
+            "windows of 3 T frames from the same videos (see lightning_selrel.monitor.calibration); the "
+            "built-in data and UCF101DataModule have it"
+        )
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    val_set = datamodule.val_dataloader().dataset
+    clip_len = (
+        int(model.clip_shape[0]) if hasattr(model, "clip_shape") else int(torch.as_tensor(val_set[0][0]).shape[1])
+    )
+    class_names = list(getattr(model, "class_names", None) or [str(i) for i in range(model.hparams["num_classes"])])
+    phases = _phases(args, datamodule, class_names, clip_len)
+    batch_size = int(getattr(datamodule, "batch_size", 8))
+    workers = int(getattr(datamodule, "num_workers", 0))
+    # The moving probe clips both references are explained on: the validation clips, as the monitor draws them.
+    indices = choose_indices(len(val_set), args.probe_clips, args.seed, owner="calibrate")
+    items = [val_set[i] for i in indices]
+    probe_clips = torch.stack([torch.as_tensor(item[0]) for item in items])  # (N, 3, T, H, W)
+    probe_labels = torch.tensor([int(item[1]) for item in items])
+    references, biases = _references(
+        args, model, phases, (probe_clips, probe_labels), methods, (batch_size, workers, progress), started
+    )
     _say(f"[3/3] the scale over n_std {args.n_std_grid} and rules {list(cal.THRESHOLDS)}")
     scale = cal.scale_of(biases["motion"], biases["static"])
     refused = cal.judge(references)
@@ -263,7 +290,13 @@ def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
             "seconds": round(time.perf_counter() - started, 1),
         },
     )
-    written = cal.write_outputs(result, args.out)
+    _report(result, args.out, started)
+    return 0
+
+
+def _report(result: Any, out: str, started: float) -> None:
+    written = cal.write_outputs(result, out)
+    recommended, refused = result.recommended, result.refused
     if recommended is None:
         _say(f"no setting recommended: {refused}")
     else:
@@ -272,7 +305,6 @@ def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
             f"{recommended['n_std']:g} (gap {recommended['gap']:.3f}, {recommended['separation']:.2f} pooled std)"
         )
     print(f"calibrate: wrote {', '.join(str(p) for p in written.values())} in {cal.elapsed(started)}")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m lightning_selrel calibrate") -> int:

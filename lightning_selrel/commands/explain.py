@@ -256,6 +256,100 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _report_head(
+    args: argparse.Namespace,
+    loaded: Any,
+    source: Any,
+    prep: FramePrep,
+    clip_shape: Sequence[int],
+    methods: list[str],
+    fps: float,
+    pace: float | None,
+    stride: int,
+) -> dict[str, Any]:
+    """The JSON report's description of the run (the windows and summary are added as they are explained)."""
+    live = args.video is None
+    return {
+        "checkpoint": str(args.ckpt),
+        "mode": "live" if live else "offline",
+        "source": {
+            "spec": source.spec,
+            "kind": source.kind,
+            "fps": source.fps,
+            "frames": source.frames,
+            "size": list(source.size),
+        },
+        "clip_shape": list(clip_shape),
+        "class_names": list(loaded.class_names),
+        "methods": methods,
+        "n_std": args.n_std,
+        "threshold": args.threshold,
+        "flow": {"method": args.flow, "threshold": args.flow_threshold},
+        "preprocessing": prep.describe(source.size),
+        "output_fps": fps,
+        "panel_size": args.panel_size,
+        **({"pace_fps": pace} if live else {"stride": stride}),
+    }
+
+
+def _explain_to_outputs(
+    args: argparse.Namespace,
+    explainer: WindowExplainer,
+    capture: Any,
+    source: Any,
+    prep: FramePrep,
+    outputs: Outputs,
+    report: dict[str, Any],
+    *,
+    pace: float | None,
+    stride: int,
+    on_window: Callable[[dict[str, Any]], None] | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Explain every window into ``--out`` / ``--json``; returns the run's body (windows, summary) and warnings."""
+    live = args.video is None
+    fps = report["output_fps"]
+    # Outputs are written to temporary names and moved into place at the end: a run that fails never replaces an
+    # existing --out or --json (one stopped with Ctrl-C finishes and keeps what it explained).
+    staged = {Path(p): _staged(Path(p)) for p in (args.out, args.json) if p}
+    committed = False
+    try:  # the reader thread (live) or run_offline releases the capture
+        outputs.sink = VideoSink(staged[Path(args.out)], fps, label=args.out) if args.out else None
+        if live:
+            body = run_live(
+                explainer,
+                capture,
+                source,
+                prep,
+                pace_fps=pace,
+                outputs=outputs,
+                max_windows=args.max_windows,
+                duration=args.duration,
+                on_window=on_window,
+            )
+        else:
+            body = run_offline(
+                explainer, capture, source, prep, stride=stride, outputs=outputs, max_windows=args.max_windows
+            )
+        outputs.close()  # finishes the video (it must read back)
+        report.update(body)
+        warnings = _truncation(source, body)
+        if warnings:
+            report["warnings"] = warnings
+        if args.json:
+            staged[Path(args.json)].write_text(json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
+        for final, temporary in staged.items():
+            if temporary.exists():
+                os.replace(temporary, final)
+        committed = True
+    finally:
+        if not committed:
+            with contextlib.suppress(Exception):
+                outputs.close()
+            for temporary in staged.values():
+                temporary.unlink(missing_ok=True)
+    return body, warnings
+
+
 def _run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] | None) -> int:
     methods = _check_args(args)
     device = _device(args.device)
@@ -297,66 +391,10 @@ def _run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] |
         panel_size=args.panel_size,
     )
     outputs = Outputs(show=args.show, status=StatusLine(None if args.quiet else sys.stderr))
-    report: dict[str, Any] = {
-        "checkpoint": str(args.ckpt),
-        "mode": "live" if live else "offline",
-        "source": {
-            "spec": source.spec,
-            "kind": source.kind,
-            "fps": source.fps,
-            "frames": source.frames,
-            "size": list(source.size),
-        },
-        "clip_shape": list(clip_shape),
-        "class_names": list(loaded.class_names),
-        "methods": methods,
-        "n_std": args.n_std,
-        "threshold": args.threshold,
-        "flow": {"method": args.flow, "threshold": args.flow_threshold},
-        "preprocessing": prep.describe(source.size),
-        "output_fps": fps,
-        "panel_size": args.panel_size,
-        **({"pace_fps": pace} if live else {"stride": stride}),
-    }
-    # Outputs are written to temporary names and moved into place at the end: a run that fails never replaces an
-    # existing --out or --json (one stopped with Ctrl-C finishes and keeps what it explained).
-    staged = {Path(p): _staged(Path(p)) for p in (args.out, args.json) if p}
-    committed = False
-    try:  # the reader thread (live) or run_offline releases the capture
-        outputs.sink = VideoSink(staged[Path(args.out)], fps, label=args.out) if args.out else None
-        if live:
-            body = run_live(
-                explainer,
-                capture,
-                source,
-                prep,
-                pace_fps=pace,
-                outputs=outputs,
-                max_windows=args.max_windows,
-                duration=args.duration,
-                on_window=on_window,
-            )
-        else:
-            body = run_offline(
-                explainer, capture, source, prep, stride=stride, outputs=outputs, max_windows=args.max_windows
-            )
-        outputs.close()  # finishes the video (it must read back)
-        report.update(body)
-        warnings = _truncation(source, body)
-        if warnings:
-            report["warnings"] = warnings
-        if args.json:
-            staged[Path(args.json)].write_text(json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
-        for final, temporary in staged.items():
-            if temporary.exists():
-                os.replace(temporary, final)
-        committed = True
-    finally:
-        if not committed:
-            with contextlib.suppress(Exception):
-                outputs.close()
-            for temporary in staged.values():
-                temporary.unlink(missing_ok=True)
+    report = _report_head(args, loaded, source, prep, clip_shape, methods, fps, pace if live else None, stride)
+    body, warnings = _explain_to_outputs(
+        args, explainer, capture, source, prep, outputs, report, pace=pace, stride=stride, on_window=on_window
+    )
     for warning in warnings:
         print(f"explain: warning: {warning}", file=sys.stderr)
     summary = body["summary"]
