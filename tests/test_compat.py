@@ -103,3 +103,38 @@ def test_the_release_checkpoint_resumes_with_its_config_and_keeps_its_probe_set(
     monitor = next(c for c in cli.trainer.callbacks if isinstance(c, SelectiveRelevanceMonitor))
     assert monitor.probe_indices["val"] == [4, 7, 8, 11]  # the checkpoint's draw, as the release logged it
     assert "selrel/dtd/spatial_bias" in cli.trainer.callback_metrics
+
+
+def test_every_module_path_of_the_release_imports_warns_once_and_is_the_new_module():
+    """`import lightning_selrel.ucf101` and the like: the same module object as the new path, with a warning."""
+    import sys
+
+    from lightning_selrel import _compat
+
+    for old, new in sorted(_compat.MOVED.items()):
+        name = f"lightning_selrel.{old}"
+        sys.modules.pop(name, None)
+        with pytest.warns(DeprecationWarning, match=f"{name} moved to lightning_selrel.{new}"):
+            module = importlib.import_module(name)
+        target = importlib.import_module(f"lightning_selrel.{new}")
+        assert module is target, old
+        assert module.__name__ == f"lightning_selrel.{new}" and module.__spec__.name == module.__name__, old
+    import lightning_selrel
+
+    assert callable(lightning_selrel.explain)  # importing the old module `explain` keeps the function public
+
+
+def test_old_names_of_split_modules_are_still_there():
+    """Modules that were split (checkpoint, cli, dtd, calibration, metrics) keep every public name of 0.1.0."""
+    names = {
+        "checkpoint": ["CheckpointError", "Classifier", "describe", "is_lightning_checkpoint", "load_classifier"],
+        "cli": ["main", "console"],
+        "dtd": ["dtd", "dtd_graph", "dtd_layers", "select_target", "SUPPORTED_LAYERS"],
+        "calibration": ["Calibration", "CalibrationError", "load_calibration", "calibrated", "write_outputs"],
+        "metrics": ["MeanStd", "MotionPrecision", "clip_scores", "spatial_bias", "rank_correlation"],
+        "monitor": ["SelectiveRelevanceMonitor", "DEFAULT_METHODS"],
+        "data": ["MotionContextDataModule", "MotionContextDataset", "ClipParams", "Cue"],
+    }
+    for module, public in names.items():
+        for name in public:
+            assert _resolve(f"lightning_selrel.{module}.{name}") is not None, (module, name)
