@@ -41,6 +41,9 @@ def _reason(path: Path, error: BaseException) -> str:
     head = _first_bytes(path)
     if not head:
         return "the file is empty"
+    blocked = re.search(r"unsupported GLOBAL (\S+) whose module \S+ is blocked", str(error), re.IGNORECASE)
+    if blocked:
+        return f"it asks to run code ({blocked.group(1)}), refused: do not load this file"
     found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
     if found:
         return (

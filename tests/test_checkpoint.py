@@ -83,3 +83,18 @@ def test_load_classifier_rebuilds_the_model_and_names_what_is_not_one(files):
         load_classifier(files / "weights.pth")
     with pytest.raises(CheckpointError, match="random.ckpt with torch.load.*not a PyTorch file"):
         load_classifier(files / "random.ckpt")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this must never run",))
+
+
+def test_a_pickle_that_asks_to_run_code_is_named_as_such(tmp_path):
+    """The pattern is checked against the installed torch's own message for a blocked global."""
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": _RunsCode()}, path)
+    with pytest.raises(CheckpointError, match=r"it asks to run code \((posix|nt)\.system\), refused"):
+        load_file(path)

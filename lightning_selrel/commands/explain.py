@@ -84,6 +84,14 @@ def build_parser(prog: str = "python -m lightning_selrel explain") -> argparse.A
         help="the checkpoint's LightningModule as module.Class, for your own model (default: this project's)",
     )
     parser.add_argument(
+        "--trust-arch",
+        action="append",
+        metavar="CLASS_PATH",
+        help="let the checkpoint's architecture be this class path (mypkg.MyNet): a checkpoint naming a class path is "
+        "refused, before anything is imported, unless you trust it here (repeatable; c3d, r3d_18, r2plus1d_18 "
+        "always load)",
+    )
+    parser.add_argument(
         "--clip-shape", type=int, nargs=3, metavar=("T", "H", "W"), help="clip shape, when the checkpoint does not say"
     )
     parser.add_argument(
@@ -358,7 +366,14 @@ def _run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] |
     live = args.video is None
     capture, source = open_source(args.source if live else args.video)  # before the slow part: typos fail fast
     try:
-        loaded = load_classifier(args.ckpt, device, model_class=args.model_class, clip_shape=args.clip_shape)
+        loaded = load_classifier(
+            args.ckpt,
+            device,
+            model_class=args.model_class,
+            clip_shape=args.clip_shape,
+            trust_arch=args.trust_arch,
+            trust_fix="pass --trust-arch {arch}",
+        )
         model, datamodule, clip_shape = loaded.model, loaded.datamodule, loaded.clip_shape
         check_model(model, methods, layer=args.layer)
         prep = FramePrep.for_checkpoint(clip_shape[1:], datamodule, args.resize)

@@ -23,6 +23,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
 from lightning_selrel.files import CheckpointError, describe, is_lightning_checkpoint, load_file
+from lightning_selrel.models.architectures import check_architecture
 from lightning_selrel.models.classifier import C3DClassifier
 from lightning_selrel.monitor.calibration import CalibrationError
 
@@ -153,11 +154,18 @@ class SelrelCLI(LightningCLI):
 
     @override
     def _parse_ckpt_path(self) -> None:
-        """Lightning reads ``--ckpt_path`` here for the checkpoint's hyperparameters: say first what a file that
-        cannot be resumed from is."""
+        """Lightning reads ``--ckpt_path`` here for the checkpoint's hyperparameters and applies them: say first what a
+        file that cannot be resumed from is, and refuse an ``arch`` class path that the user's own configuration does
+        not name (a checkpoint is data; the configuration is code)."""
         subcommand = self.config.get("subcommand")
         if subcommand:
-            self._check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+            config = self.config[subcommand]
+            ckpt_path = config.get("ckpt_path")
+            checkpoint = self._check_ckpt_path(ckpt_path)
+            if checkpoint is not None:
+                own = config.get("model.arch") if isinstance(config.get("model"), Namespace) else None
+                fix = "name it yourself with --model.arch {arch} (your configuration is yours to trust)"
+                check_architecture(checkpoint, ckpt_path, own, fix=fix)
         super()._parse_ckpt_path()
 
     @override
@@ -196,10 +204,11 @@ class SelrelCLI(LightningCLI):
             )
 
     @staticmethod
-    def _check_ckpt_path(ckpt_path: Any) -> None:
-        """``--ckpt_path`` must be a Lightning checkpoint: say what the file is and what to pass instead."""
+    def _check_ckpt_path(ckpt_path: Any) -> Any:
+        """``--ckpt_path`` must be a Lightning checkpoint: say what the file is and what to pass instead. Returns the
+        checkpoint (read with ``weights_only=True``), or None for a name Lightning resolves (``last``, ...)."""
         if not isinstance(ckpt_path, str) or ckpt_path in ("last", "best", "hpc", "registry") or "://" in ckpt_path:
-            return
+            return None
         fix = (
             "pass a .ckpt written by fit (lightning_logs/version_N/checkpoints/), or bare weights as --model.pretrained"
         )
@@ -208,6 +217,7 @@ class SelrelCLI(LightningCLI):
             raise CheckpointError(
                 f"--ckpt_path {ckpt_path} is {describe(checkpoint)}, not a Lightning checkpoint to resume: {fix}"
             )
+        return checkpoint
 
     @override
     def before_instantiate_classes(self) -> None:

@@ -15,17 +15,86 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
+from lightning_selrel.files import CheckpointError
 from lightning_selrel.models.c3d import C3D
 from lightning_selrel.models.resnet3d import R3D18, R2Plus1D18
 
-__all__ = ["ARCHITECTURES", "build_network", "import_path", "resolve_architecture"]
+__all__ = [
+    "ARCHITECTURES",
+    "build_network",
+    "check_architecture",
+    "import_path",
+    "is_trusted",
+    "resolve_architecture",
+    "trust_architecture",
+    "untrusted_architecture",
+]
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"c3d": C3D, "r3d_18": R3D18, "r2plus1d_18": R2Plus1D18}
+
+#: Class paths the user has said a checkpoint may name (:func:`trust_architecture`); the registered names always may.
+_TRUSTED: set[str] = set()
+
+
+def trust_architecture(path: str) -> None:
+    """Let checkpoints name the class path ``path`` as their ``arch`` (the user's explicit trust, for this process).
+
+    A checkpoint is data: the ``arch`` it records is resolved only when it is a registered name (:data:`ARCHITECTURES`)
+    or a class path trusted here, by ``trust_arch=`` of the loaders, ``--trust-arch`` of ``explain``, or
+    ``--model.arch`` of ``fit``/``validate``/``test``/``predict`` (the user's own configuration is code). As
+    Lightning's allowlist of trusted instantiators.
+    """
+    if not isinstance(path, str) or "." not in path:
+        raise ValueError(f"trust_architecture takes a class path such as mypkg.MyNet, got {path!r}")
+    _TRUSTED.add(path)
+
+
+def is_trusted(arch: Any, trust: str | Sequence[str] | None = None) -> bool:
+    """Whether a checkpoint may name ``arch``: a registered name, a trusted class path, or one in ``trust``."""
+    extra = {trust} if isinstance(trust, str) else set(trust or ())
+    return not isinstance(arch, str) or arch in ARCHITECTURES or arch in _TRUSTED or arch in extra
+
+
+def untrusted_architecture(hparams: Any, trust: str | Sequence[str] | None = None) -> str | None:
+    """The class path a checkpoint's hyperparameters name as ``arch`` that is not trusted, or None. Imports nothing."""
+    arch = hparams.get("arch") if isinstance(hparams, dict) else None
+    if arch is None or is_trusted(arch, trust):
+        return None
+    return str(arch)
+
+
+def check_architecture(
+    checkpoint: Any, path: str | os.PathLike, trust: str | Sequence[str] | None = None, *, fix: str | None = None
+) -> None:
+    """Refuse, before any import, a checkpoint whose ``arch`` is a class path the user has not trusted.
+
+    Args:
+        checkpoint: The loaded checkpoint (a dict, read with ``weights_only=True``).
+        path: The file, for the message.
+        trust: Class paths the caller trusts (``trust_arch=``, ``--trust-arch``).
+        fix: How to trust it from where the caller is, with ``{arch}`` for the class path (default: the Python
+            ways).
+
+    Raises:
+        CheckpointError: Naming the file, the class path and the fix.
+    """
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
+    arch = untrusted_architecture(dict(hparams) if isinstance(hparams, Mapping) else None, trust)
+    if arch is None:
+        return
+    fix = (fix or "load_classifier(path, trust_arch='{arch}') or trust_architecture('{arch}') before loading").format(
+        arch=arch
+    )
+    raise CheckpointError(
+        f"checkpoint {path} names the architecture class path {arch!r}: a checkpoint is data and may not choose code "
+        f"to import (registered: {', '.join(sorted(ARCHITECTURES))}); if you trust the file and that code, {fix}"
+    )
 
 
 def import_path(path: str) -> Any:

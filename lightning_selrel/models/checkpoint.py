@@ -11,11 +11,19 @@ from typing import Any
 import torch
 
 from lightning_selrel.files import CheckpointError, describe, is_lightning_checkpoint, load_file
-from lightning_selrel.models.architectures import import_path
+from lightning_selrel.models.architectures import check_architecture, import_path
 from lightning_selrel.models.classifier import C3DClassifier
 
 # CheckpointError, describe, is_lightning_checkpoint and load_file were defined here before 0.2; they stay importable.
-__all__ = ["CheckpointError", "Classifier", "describe", "is_lightning_checkpoint", "load_classifier", "load_file"]
+__all__ = [
+    "CheckpointError",
+    "Classifier",
+    "check_architecture",
+    "describe",
+    "is_lightning_checkpoint",
+    "load_classifier",
+    "load_file",
+]
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ def load_classifier(
     *,
     model_class: str | None = None,
     clip_shape: Sequence[int] | None = None,
+    trust_arch: str | Sequence[str] | None = None,
+    trust_fix: str | None = None,
 ) -> Classifier:
     """The classifier a Lightning checkpoint holds, in eval mode, with its clip shape and class names.
 
@@ -67,6 +77,10 @@ def load_classifier(
             rebuilds itself with ``load_from_checkpoint``.
         clip_shape: (T, H, W) of its clips when neither the model, its hyperparameters nor the saved data module
             say it.
+        trust_arch: Class paths the checkpoint's ``arch`` may name (a checkpoint naming any other class path is
+            refused before anything is imported; the registered names always load). ``model_class`` is the caller's
+            choice of LightningModule and does not extend this trust.
+        trust_fix: How the caller's user trusts a class path, for the message (``explain`` says ``--trust-arch``).
 
     Raises:
         CheckpointError: If the file cannot be read safely, is not a checkpoint of that class, or the clip shape
@@ -76,6 +90,7 @@ def load_classifier(
     path = Path(path).expanduser()
     fix = "pass a .ckpt written by `python -m lightning_selrel fit` (lightning_logs/version_N/checkpoints/)"
     raw = load_file(path, fix=fix, mmap=True)
+    check_architecture(raw, path, trust_arch, fix=trust_fix)  # before --model-class imports anything
     cls = C3DClassifier if model_class is None else _import(model_class)
     hparams = raw.get("hyper_parameters") if isinstance(raw, Mapping) else None
     if not is_lightning_checkpoint(raw):
@@ -86,7 +101,10 @@ def load_classifier(
             f"checkpoint: {fix}, or name its class with --model-class"
         )
     try:
-        model = cls.load_from_checkpoint(path, map_location=device, weights_only=True)
+        options = {"trust_arch": trust_arch} if issubclass(cls, C3DClassifier) else {}
+        model = cls.load_from_checkpoint(path, map_location=device, weights_only=True, **options)
+    except CheckpointError:
+        raise
     except Exception as error:
         raise CheckpointError(f"checkpoint {path} does not fit {cls.__name__} ({str(error)[:160]}): {fix}") from None
     datamodule = raw.get("datamodule_hyper_parameters") or {}

@@ -3,8 +3,10 @@ cross-entropy out."""
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 import pytorch_lightning as pl
 import torch
@@ -13,9 +15,10 @@ from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
-from typing_extensions import override
+from typing_extensions import Self, override
 
-from lightning_selrel.models.architectures import build_network
+from lightning_selrel.files import load_file
+from lightning_selrel.models.architectures import build_network, check_architecture
 from lightning_selrel.models.c3d import C3D, Normalize
 from lightning_selrel.models.weights import load_c3d_weights, load_matching_weights
 
@@ -102,6 +105,35 @@ class C3DClassifier(pl.LightningModule):
                 load_c3d_weights(self.net, pretrained)
             else:
                 load_matching_weights(self.net, pretrained)
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | os.PathLike | IO[bytes],
+        map_location: Any = None,
+        hparams_file: str | os.PathLike | None = None,
+        strict: bool | None = None,
+        *,
+        trust_arch: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """Lightning's ``load_from_checkpoint``, refusing before any import a checkpoint whose ``arch`` is a class path
+        that neither ``trust_arch``, :func:`~lightning_selrel.models.architectures.trust_architecture` nor an
+        ``arch=`` passed here (the caller's own code) trusts.
+
+        Raises:
+            CheckpointError: Naming the file, the class path and the fix.
+        """
+        if "arch" not in kwargs and isinstance(checkpoint_path, (str, os.PathLike)):
+            checkpoint = load_file(checkpoint_path, mmap=True)
+            check_architecture(checkpoint, checkpoint_path, trust_arch)
+        elif "arch" not in kwargs:  # a file object: read it, then hand Lightning the same bytes
+            data = checkpoint_path.read()
+            check_architecture(
+                torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), "<stream>", trust_arch
+            )
+            checkpoint_path = io.BytesIO(data)
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
 
     @property
     def clip_shape(self) -> tuple[int, int, int]:
