@@ -19,7 +19,7 @@ from lightning_selrel.metrics import tags
 from lightning_selrel.monitor.calibration import load_calibration, per_clip_bias
 from lightning_selrel.monitor.probe_set import choose_indices
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 METHODS = ["dtd", "gradcam", "guided_backprop", "guided_gradcam"]
 # A smaller budget than the presets (README table): enough for both models to learn their cue.
 BUDGET = [

@@ -23,7 +23,7 @@ from lightning_selrel.files import CheckpointError
 from lightning_selrel.models import architectures
 from lightning_selrel.models.checkpoint import load_classifier
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "release_0_1_0"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "release_0_1_0"
 MODULE = "selrel_crafted_arch"
 ARCH = f"{MODULE}.Net"
 

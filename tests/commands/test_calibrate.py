@@ -50,7 +50,7 @@ def _one_line(capsys) -> str:
         (["--probe-clips=2"], "--probe-clips 2: at least 3"),
         (["--methods", "dtd", "nope"], "--methods: unknown explanation method(s) ['nope']"),
         (["--epochs=0"], "--epochs 0: must be at least 1"),
-        (["--data=test_cli_calibrate.NoLongClips"], "NoLongClips has no long_clips(stage, factor)"),
+        (["--data=test_calibrate.NoLongClips"], "NoLongClips has no long_clips(stage, factor)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path):

@@ -18,7 +18,7 @@ from ucf_fixture import write_ucf_tree
 from lightning_selrel.commands.dispatch import COMMANDS, front_door_help, main
 from lightning_selrel.commands.lightning_cli import DEBUG_ENV
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = [*TINY_ARGS, "--trainer.max_epochs=1"]
 MONITOR = "lightning_selrel.SelectiveRelevanceMonitor"
 

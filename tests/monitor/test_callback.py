@@ -18,7 +18,7 @@ from lightning_selrel import C3DClassifier, MotionContextDataModule, SelectiveRe
 from lightning_selrel.commands import main
 from lightning_selrel.metrics import tags
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHAPE = (16, 16, 16)
 # Scores of the selective map: a method whose selective map is empty on every clip has none of them.
 SELECTIVE_SCORES = {name for name in FRACTIONS if name.startswith("selective_") and not name.endswith("no_relevance")}

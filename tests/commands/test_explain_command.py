@@ -31,7 +31,7 @@ from lightning_selrel.commands.explain import main
 from lightning_selrel.commands.stream import StreamError, count_frames, display_unavailable
 from lightning_selrel.commands.windows import WindowExplainer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NAMES = ["left", "right", "up", "down"]
 PANEL_H = 34 + 96  # --panel-size 0, render_panels: header + 16 px frames enlarged 6x
 

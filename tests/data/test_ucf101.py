@@ -15,7 +15,7 @@ from ucf_fixture import (
     write_ucf_tree,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_model_links_are_available_right_after_init(ucf_tree):
