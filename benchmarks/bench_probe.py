@@ -53,9 +53,11 @@ VARIANTS = {
     "large": ["--data.init_args.object_size=[0.5,0.7]"],
 }
 AREAS = (("positive", 0.1), ("top", 0.1), ("mass", 0.5), ("mass", 0.8))
+FLOW_THRESHOLD = 1.5  # the monitor's default (benchmarks/bench_flow_threshold.py)
 
 
-def train(cue: str, variant: str, root: Path, arch: str) -> tuple[C3DClassifier, float]:
+def train(cue: str, variant: str, root: Path, arch: str, seed: int | None = None) -> tuple[C3DClassifier, float]:
+    held_out = [] if seed is None else [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
     cli = main(
         [
             "fit",
@@ -67,6 +69,7 @@ def train(cue: str, variant: str, root: Path, arch: str) -> tuple[C3DClassifier,
             f"--trainer.default_root_dir={root / f'{variant}_{cue}'}",
             f"--model.arch={arch}",
             *VARIANTS[variant],
+            *held_out,
         ]
     )
     model = C3DClassifier.load_from_checkpoint(cli.trainer.checkpoint_callback.best_model_path, map_location="cpu")
@@ -87,14 +90,19 @@ def labels(result: dict) -> list[str]:
 
 
 def measure(
-    model: C3DClassifier, dataset: MotionContextDataset, indices: list[int], n_std: float, gradcam_layers: list[str]
+    model: C3DClassifier,
+    dataset: MotionContextDataset,
+    indices: list[int],
+    n_std: float,
+    gradcam_layers: list[str],
+    flow_threshold: float = FLOW_THRESHOLD,
 ) -> dict:
     """Per-clip values of every method: scores under each rule and the selectivity area per definition."""
     items = [dataset[i] for i in indices]
     clips = torch.stack([clip for clip, _, _ in items])
     labels = torch.tensor([label for _, label, _ in items])
     exact = torch.stack([mask for _, _, mask in items])
-    flow = torch.stack([motion_mask(clip) for clip in clips])
+    flow = torch.stack([motion_mask(clip, threshold=flow_threshold) for clip in clips])
     out: dict = {"behaviour": {k: v.tolist() for k, v in behaviour(model, clips, labels).items()}}
     for label, method, options in explainers(gradcam_layers):
         relevance = torch.cat(
@@ -134,7 +142,8 @@ def tables(results: dict, n_std: float) -> str:
         acc = result["acc"]
         lines += [
             f"**{variant}** (val/acc motion {acc['motion']:.3f}, context {acc['context']:.3f}; flow marks "
-            f"{result['flow_share']:.0%} of voxels as moving, the exact masks {result['moving_share']:.0%}), "
+            f"{result['flow_share']:.0%} of voxels as moving, the exact masks {result['moving_share']:.0%}, IoU "
+            f"{result.get('flow_iou', float('nan')):.2f}), "
             f"n_std = {n_std:g}, motion model / context model:",
             "",
             "| method | rule | spatial bias | separation | mask mass precision | selective mask mass precision "
@@ -199,23 +208,29 @@ def run(
     root: Path,
     arch: str = "c3d",
     gradcam_layers: list[str] | None = None,
+    seed: int | None = None,
+    flow_threshold: float = FLOW_THRESHOLD,
 ) -> dict:
     results = {}
+    data_seed = {} if seed is None else {"seed": seed}
     for variant in variants:
         options = (
             {"camera_speed": 1.5} if variant == "pan" else {"object_size": (0.5, 0.7)} if variant == "large" else {}
         )
-        dataset = MotionContextDataset(size=256, split="val", cue="motion", **options)
-        indices = sorted(int(i) for i in np.random.default_rng(0).choice(len(dataset), num_clips, replace=False))
+        dataset = MotionContextDataset(size=256, split="val", cue="motion", **options, **data_seed)
+        draw = np.random.default_rng(0 if seed is None else seed)
+        indices = sorted(int(i) for i in draw.choice(len(dataset), num_clips, replace=False))
         result: dict = {"acc": {}}
         for cue in ("motion", "context"):
-            model, acc = train(cue, variant, root, arch)
+            model, acc = train(cue, variant, root, arch, seed)
             result["acc"][cue] = acc
-            data = MotionContextDataset(size=256, split="val", cue=cue, **options)
-            result[cue] = measure(model, data, indices, n_std, gradcam_layers or [])
+            data = MotionContextDataset(size=256, split="val", cue=cue, **options, **data_seed)
+            result[cue] = measure(model, data, indices, n_std, gradcam_layers or [], flow_threshold)
         masks = torch.stack([dataset[i][2] for i in indices])
+        flows = torch.stack([motion_mask(dataset[i][0], threshold=flow_threshold) for i in indices])
         result["moving_share"] = float(masks.float().mean())
-        result["flow_share"] = float(torch.stack([motion_mask(dataset[i][0]) for i in indices]).float().mean())
+        result["flow_share"] = float(flows.float().mean())
+        result["flow_iou"] = float((flows & masks).sum() / (flows | masks).sum())
         results[variant] = result
         print(f"{variant}: done", flush=True)
     return results
@@ -227,6 +242,19 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--num-clips", type=int, default=64, help="probe clips per model (default 64)")
     parser.add_argument("--n-std", type=float, default=4.0)
     parser.add_argument("--json", help="write every per-clip value here")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="a held-out probe: seed of the models (seed_everything), of the clips and of the probe draw (default: "
+        "the presets' seeds and draw 0, on which the project's design choices were made)",
+    )
+    parser.add_argument(
+        "--flow-threshold",
+        type=float,
+        default=FLOW_THRESHOLD,
+        help=f"flow mask threshold in px (default {FLOW_THRESHOLD:g}, the monitor's)",
+    )
     parser.add_argument(
         "--arch", default="c3d", help="the network of both probe models (default c3d; r2plus1d_18, r3d_18)"
     )
@@ -244,7 +272,16 @@ if __name__ == "__main__":
     args = parse()
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
-        results = run(args.variants, args.num_clips, args.n_std, Path(tmp), args.arch, args.gradcam_layers)
+        results = run(
+            args.variants,
+            args.num_clips,
+            args.n_std,
+            Path(tmp),
+            args.arch,
+            args.gradcam_layers,
+            args.seed,
+            args.flow_threshold,
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results))
     print(f"arch: {args.arch}\n")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import sys
 import time
 import warnings
@@ -35,7 +36,8 @@ from tqdm.auto import tqdm
 from lightning_selrel.commands.lightning_cli import SelrelCLI, cli_options
 from lightning_selrel.monitor import calibration as cal
 from lightning_selrel.monitor.behaviour import freeze
-from lightning_selrel.monitor.probe_set import choose_indices
+from lightning_selrel.monitor.callback import SelectiveRelevanceMonitor
+from lightning_selrel.monitor.probe_set import choose_indices, dataset_labels
 from lightning_selrel.relevance.methods import available_methods, check_methods
 
 __all__ = ["build_parser", "main"]
@@ -52,9 +54,18 @@ def build_parser(prog: str = "python -m lightning_selrel calibrate") -> argparse
     )
     parser.add_argument("--out", default="calibration", help="output folder (default ./calibration)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing calibration in --out")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs of each reference (default 3)")
     parser.add_argument(
-        "--train-clips", type=int, default=1024, help="training clips per reference and epoch (default 1024)"
+        "--epochs",
+        type=int,
+        default=8,
+        help="the most training epochs of each reference; it stops earlier once it has learned (default 8)",
+    )
+    parser.add_argument(
+        "--train-clips",
+        type=int,
+        default=1024,
+        help="training clips per reference and epoch; a smaller training set is repeated, each time with new "
+        "random windows where the data module draws them (default 1024)",
     )
     parser.add_argument("--val-clips", type=int, default=128, help="validation clips of each reference (default 128)")
     parser.add_argument("--probe-clips", type=int, default=32, help="probe clips explained (default 32)")
@@ -66,6 +77,20 @@ def build_parser(prog: str = "python -m lightning_selrel calibrate") -> argparse
     )
     parser.add_argument(
         "--n-std-grid", type=float, nargs="+", default=list(cal.DEFAULT_GRID), help="n_std values (default 1 .. 6)"
+    )
+    parser.add_argument(
+        "--min-separation",
+        type=float,
+        default=cal.MIN_SEPARATION,
+        help=f"the least paired separation to recommend a setting or use one (default {cal.MIN_SEPARATION:g})",
+    )
+    parser.add_argument(
+        "--min-motion",
+        type=float,
+        default=cal.MIN_MOTION,
+        help="grey levels by which the mean frame difference of a window's 3x clip must differ from its normal clip's "
+        f"for it to take part in the speed task: still windows cannot tell speeds apart (default {cal.MIN_MOTION:g}; "
+        "0 keeps every window)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe draw and of the subsets (default 0)")
     parser.add_argument("--accelerator", default="auto", help="training accelerator (default auto)")
@@ -82,6 +107,10 @@ def _check(args: argparse.Namespace) -> list[str]:
             raise cal.CalibrationError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
     if args.probe_clips < 3:
         raise cal.CalibrationError(f"--probe-clips {args.probe_clips}: at least 3 are needed for a spread over clips")
+    if not args.min_motion >= 0:
+        raise cal.CalibrationError(f"--min-motion {args.min_motion}: must be >= 0")
+    if not args.min_separation > 0:
+        raise cal.CalibrationError(f"--min-separation {args.min_separation}: must be positive")
     if any(not n >= 0 for n in args.n_std_grid):
         raise cal.CalibrationError(f"--n-std-grid {args.n_std_grid}: every n_std must be >= 0")
     try:
@@ -124,28 +153,15 @@ class _Loaders(pl.LightningDataModule):
         return DataLoader(self._val, batch_size=self.batch_size, num_workers=self.num_workers)
 
 
-def _accuracy(model: torch.nn.Module, loader: DataLoader, transform=None) -> float:
-    """Accuracy of a model over a loader, in eval mode; ``transform`` applies to the clips (e.g. freezing)."""
-    device = next(model.parameters()).device
-    right = total = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in loader:
-                clips, labels = batch[0].to(device), batch[1].to(device)
-                if transform is not None:
-                    clips = transform(clips)
-                right += int((model(clips).argmax(dim=1) == labels).sum())
-                total += int(labels.numel())
-    finally:
-        model.train(was_training)
-    return right / max(total, 1)
-
-
 def _train(
-    reference: pl.LightningModule, data: _Loaders, args: argparse.Namespace, progress: bool
+    reference: pl.LightningModule,
+    data: _Loaders,
+    steward: cal.ReferenceSteward,
+    args: argparse.Namespace,
+    progress: bool,
 ) -> pl.LightningModule:
+    """Train up to ``--epochs``; the steward validates every epoch, stops once learned, keeps the best state and
+    recovers from a collapse (Lightning's validation stays on: the model's scheduler may step on it)."""
     trainer = pl.Trainer(
         max_epochs=args.epochs,
         accelerator=args.accelerator,
@@ -155,7 +171,7 @@ def _train(
         enable_model_summary=False,
         enable_progress_bar=progress,
         num_sanity_val_steps=0,
-        callbacks=[],
+        callbacks=[steward],
     )
     trainer.fit(reference, data)
     return reference.eval()
@@ -177,20 +193,37 @@ def _phases(args: argparse.Namespace, datamodule: Any, class_names: list[str], c
             "frozen clips, true labels",
             len(class_names),
             class_names,
-            cal.FrozenClips(cal.subset(train_set, args.train_clips, args.seed), random_frame=True),
+            cal.FrozenClips(cal.subset(train_set, args.train_clips, args.seed, repeat=True), random_frame=True),
             cal.FrozenClips(cal.subset(val_set, args.val_clips, args.seed), random_frame=False, seed=args.seed),
         ),
         "motion": (
             "normal vs 3x speed, same videos and positions",
             2,
             list(cal.SPEED_CLASSES),
-            cal.SpeedClips(cal.subset(datamodule.long_clips("train", cal.SPEED_FACTOR), half, args.seed), clip_len),
             cal.SpeedClips(
-                cal.subset(datamodule.long_clips("val", cal.SPEED_FACTOR), max(1, args.val_clips // 2), args.seed),
+                cal.subset(datamodule.long_clips("train", cal.SPEED_FACTOR), half, args.seed, repeat=True),
                 clip_len,
+                min_motion=args.min_motion,
+                train=True,
             ),
+            _moving_windows(datamodule, args, clip_len),
         ),
     }
+
+
+def _moving_windows(datamodule: Any, args: argparse.Namespace, clip_len: int) -> cal.SpeedClips:
+    """The motion reference's validation pairs: the windows of the validation videos that move."""
+    windows = cal.subset(datamodule.long_clips("val", cal.SPEED_FACTOR), max(1, args.val_clips // 2), args.seed)
+    val = cal.SpeedClips(windows, clip_len, min_motion=args.min_motion)
+    if len(val) == 0:
+        raise cal.CalibrationError(
+            f"none of the {len(windows)} validation windows moves enough for the speed task (the frame differences of "
+            f"its 3x and normal clips differ by less than {args.min_motion:g} grey levels): the motion reference "
+            "cannot be validated on these videos; use videos with motion, or lower --min-motion"
+        )
+    if val.still:
+        _say(f"{val.still} of {len(windows)} validation windows do not move enough to tell speeds apart: left out")
+    return val
 
 
 def _references(
@@ -201,6 +234,7 @@ def _references(
     methods: list[str],
     loaders: tuple[int, int, bool],
     started: float,
+    map_options: dict[str, Any],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Train each reference, say what it learned, and explain the probe clips with it: (references, biases)."""
     batch_size, workers, progress = loaders
@@ -208,28 +242,43 @@ def _references(
     references: dict[str, dict[str, Any]] = {}
     biases: dict[str, Any] = {}
     for step, (name, (task, classes, names, train, val)) in enumerate(phases.items(), start=1):
-        _say(f"[{step}/3] the {name} reference: training on {task} ({len(train)} clips x {args.epochs} epochs)")
+        _say(f"[{step}/3] the {name} reference: training on {task} ({len(train)} clips, up to {args.epochs} epochs)")
         data = _Loaders(train, val, batch_size, workers)
-        reference = _train(_reference(model, classes, names), data, args, progress)
         loader = DataLoader(val, batch_size=batch_size, num_workers=workers)
+        seen = DataLoader(cal.subset(train, len(val), args.seed + 1), batch_size=batch_size, num_workers=workers)
+        steward = cal.ReferenceSteward(loader, classes, seen)
+        reference = _train(_reference(model, classes, names), data, steward, args, progress)
         device = next(reference.parameters()).device
         clips = probe_clips.to(device)
         labels = probe_labels if name == "static" else torch.zeros(len(probe_labels), dtype=torch.long)
         references[name] = {
             "task": task,
             "classes": classes,
-            "accuracy": _accuracy(reference, loader),
-            "frozen_accuracy": _accuracy(reference, loader, freeze),
+            "accuracy": cal.evaluate(reference, loader)[0],
+            "frozen_accuracy": cal.evaluate(reference, loader, freeze)[0],
             **cal.reference_behaviour(reference, clips, labels, batch_size),
+            "training": steward.report,
         }
+        if isinstance(val, cal.SpeedClips):
+            references[name]["still_windows_left_out"] = val.still
+        _say(f"      {steward.describe()}")
         _say(
             f"      accuracy {references[name]['accuracy']:.3f}, frozen-clip accuracy "
             f"{references[name]['frozen_accuracy']:.3f}, probe clips unchanged when frozen "
             f"{references[name]['unchanged_frozen']:.3f} ({cal.elapsed(started)})"
         )
+        target = None if map_options["target"] == "predicted" else labels.to(device)
         with tqdm(total=len(methods), desc=f"explaining the probe clips ({name})", disable=not progress) as bar:
             biases[name] = cal.per_clip_bias(
-                reference, clips, methods, args.n_std_grid, batch_size=batch_size, progress=lambda _: bar.update()
+                reference,
+                clips,
+                methods,
+                args.n_std_grid,
+                batch_size=batch_size,
+                progress=lambda _: bar.update(),
+                signed=map_options["signed"],
+                target=target,
+                layer=map_options["gradcam_layer"],
             )
     return references, biases
 
@@ -256,20 +305,26 @@ def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
     phases = _phases(args, datamodule, class_names, clip_len)
     batch_size = int(getattr(datamodule, "batch_size", 8))
     workers = int(getattr(datamodule, "num_workers", 0))
-    # The moving probe clips both references are explained on: the validation clips, as the monitor draws them.
-    indices = choose_indices(len(val_set), args.probe_clips, args.seed, owner="calibrate")
+    monitor = _monitor_of(cli.trainer)
+    map_options = {"signed": monitor.signed, "target": monitor.target, "gradcam_layer": monitor.gradcam_layer}
+    _say(
+        f"explaining as the {'configured' if monitor.configured else 'default'} monitor does: signed={monitor.signed}, "
+        f"target={monitor.target}, gradcam_layer={monitor.gradcam_layer or 'the model default'}"
+    )
+    indices, kept_apart = _probe_indices(val_set, args, monitor)
     items = [val_set[i] for i in indices]
     probe_clips = torch.stack([torch.as_tensor(item[0]) for item in items])  # (N, 3, T, H, W)
     probe_labels = torch.tensor([int(item[1]) for item in items])
+    settings = cal.map_settings(model, methods, clip_shape=probe_clips.shape[2:], **map_options)
     references, biases = _references(
-        args, model, phases, (probe_clips, probe_labels), methods, (batch_size, workers, progress), started
+        args, model, phases, (probe_clips, probe_labels), methods, (batch_size, workers, progress), started, map_options
     )
     _say(f"[3/3] the scale over n_std {args.n_std_grid} and rules {list(cal.THRESHOLDS)}")
     scale = cal.scale_of(biases["motion"], biases["static"])
     refused = cal.judge(references)
-    recommended = None if refused else cal.recommend(scale)
+    recommended = None if refused else cal.recommend(scale, args.min_separation)
     if recommended is None and refused is None:
-        refused = "no setting gives the static reference a higher spatial bias than the motion reference"
+        refused = _why_no_setting(scale, args.min_separation)
     result = cal.Calibration(
         methods=methods,
         clip_shape=[int(s) for s in probe_clips.shape[2:]],
@@ -279,7 +334,15 @@ def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
         scale=scale,
         recommended=recommended,
         refused=refused,
-        probe={"num_clips": len(indices), "seed": args.seed, "indices": indices},
+        probe={
+            "num_clips": len(indices),
+            "seed": args.seed,
+            "indices": indices,
+            "kept_apart_from": kept_apart,
+            "halves": "even positions choose the setting, odd positions measure it",
+        },
+        settings=settings,
+        min_separation=float(args.min_separation),
         source={
             "model": type(model).__name__,
             "model_hparams": {k: v for k, v in dict(model.hparams).items() if k != "class_names"},
@@ -294,6 +357,68 @@ def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
     return 0
 
 
+class _MonitorOptions:
+    """The options of the monitor a calibration is for: the configured SelectiveRelevanceMonitor's, else the
+    defaults."""
+
+    def __init__(self, monitor: Any | None) -> None:
+        self.configured = monitor is not None
+        monitor = monitor if monitor is not None else SelectiveRelevanceMonitor()
+        self.signed, self.target, self.gradcam_layer = monitor.signed, monitor.target, monitor.gradcam_layer or None
+        self.num_clips, self.seed, self.per_class = monitor.num_clips, monitor.seed, monitor.per_class
+
+
+def _monitor_of(trainer: Any) -> _MonitorOptions:
+    found = [c for c in getattr(trainer, "callbacks", []) if isinstance(c, SelectiveRelevanceMonitor)]
+    return _MonitorOptions(found[0] if found else None)
+
+
+def _probe_indices(val_set: Any, args: argparse.Namespace, monitor: _MonitorOptions) -> tuple[list[int], list[int]]:
+    """The calibration's probe clips, drawn from the validation clips the monitor does not explain (so that the
+    monitor's numbers are not read on the clips that made the scale), and the monitor's clips kept apart."""
+    size = len(val_set)
+    labels = dataset_labels(val_set) if monitor.per_class is not None else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the monitor says so itself when it has fewer clips than it asks for
+        theirs = choose_indices(size, monitor.num_clips, monitor.seed, labels=labels, per_class=monitor.per_class)
+    rest = [i for i in range(size) if i not in set(theirs)]
+    if len(rest) < 3:
+        _say(
+            f"only {len(rest)} validation clips are not the monitor's {len(theirs)}: the probe clips overlap the "
+            "monitor's (recorded in calibration.json); a larger validation set keeps them apart"
+        )
+        return choose_indices(size, args.probe_clips, args.seed, owner="calibrate"), []
+    if len(rest) < args.probe_clips:
+        _say(
+            f"{len(rest)} validation clips are not the monitor's: the probe set has {len(rest)}, not {args.probe_clips}"
+        )
+    drawn = choose_indices(len(rest), args.probe_clips, args.seed, owner="calibrate")
+    return [rest[i] for i in drawn], theirs
+
+
+def _why_no_setting(scale: dict[str, Any], minimum: float) -> str:
+    """Why :func:`~lightning_selrel.monitor.calibration.recommend` found nothing: the best setting of the
+    selection half and what the held-out half measured there."""
+    best = None
+    for method, rules in scale.items():
+        for rule, points in rules.items():
+            for key, point in points.items():
+                chosen = point["select"]["separation"]
+                if chosen is not None and math.isfinite(chosen) and (best is None or chosen > best[0]):
+                    best = (chosen, method, rule, key, point["held_out"]["separation"])
+    if best is None or best[0] < minimum:
+        widest = "-" if best is None else f"{best[0]:.2f}"
+        return (
+            f"no setting separates the references by the minimum of {minimum:g} on the selection half of the probe "
+            f"clips (widest {widest}); the references may not differ on these clips, or too few probe clips"
+        )
+    return (
+        f"the setting chosen on the selection half ({best[1]}, {best[2]}, n_std {best[3]}: separation {best[0]:.2f}) "
+        f"separates the references by {best[4]:.2f} on the held-out half, below the minimum of {minimum:g}: the "
+        "choice does not hold; more --probe-clips or a larger budget"
+    )
+
+
 def _report(result: Any, out: str, started: float) -> None:
     written = cal.write_outputs(result, out)
     recommended, refused = result.recommended, result.refused
@@ -302,7 +427,9 @@ def _report(result: Any, out: str, started: float) -> None:
     else:
         _say(
             f"recommended: {recommended['method']} with threshold {recommended['threshold']} and n_std "
-            f"{recommended['n_std']:g} (gap {recommended['gap']:.3f}, {recommended['separation']:.2f} pooled std)"
+            f"{recommended['n_std']:g} (chosen on half of the probe clips, separation "
+            f"{recommended['selection_separation']:.2f}; on the other half gap {recommended['gap']:.3f}, separation "
+            f"{recommended['separation']:.2f})"
         )
     print(f"calibrate: wrote {', '.join(str(p) for p in written.values())} in {cal.elapsed(started)}")
 

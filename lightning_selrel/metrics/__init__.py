@@ -22,6 +22,7 @@ _EXPORTS = {
             "RelevantArea",
             "SelectivityScores",
             "clip_scores",
+            "mask_iou",
             "motion_mass_precision",
             "motion_precision",
             "rank_correlation",

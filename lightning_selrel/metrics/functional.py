@@ -34,13 +34,14 @@ from typing import Literal, NamedTuple, get_args
 import torch
 from torch import Tensor
 
-from lightning_selrel.metrics.tags import PRECISION, SELECTIVITY
+from lightning_selrel.metrics.tags import NONEMPTY, PRECISION, SELECTIVITY
 
 __all__ = [
     "RELEVANT_AREAS",
     "RelevantArea",
     "SelectivityScores",
     "clip_scores",
+    "mask_iou",
     "motion_mass_precision",
     "motion_precision",
     "rank_correlation",
@@ -244,7 +245,8 @@ def clip_scores(
           area) and ``precision_mass``, ``selective_precision_mass`` (:func:`motion_mass_precision`);
         - ``tags.PRECISION["exact"]`` (with ``exact``): the same as ``mask_precision``, ...;
         - ``tags.SELECTIVITY``: ``selectivity_area`` (the paper's, by the area ``R > 0``), ``selectivity_core``
-          (the share of the core the selective map keeps), ``selectivity_mass``, and ``spatial_bias`` = 1 - mass.
+          (the share of the core the selective map keeps), ``selectivity_mass``, and ``spatial_bias`` = 1 - mass;
+        - ``tags.NONEMPTY``: ``spatial_bias`` where the selective map keeps some positive relevance, else NaN.
     """
     scores: dict[str, Tensor] = {}
     for source, motion in (("flow", flow), ("exact", exact)):
@@ -261,7 +263,18 @@ def clip_scores(
     scores[core] = selectivity(relevance, selective, relevant="mass", fraction=core_mass).area
     scores[mass] = kept_mass
     scores[bias] = 1.0 - kept_mass
+    empty = ~(selective > 0).flatten(1).any(dim=1)  # (B,): the selective map keeps no positive relevance
+    scores[NONEMPTY] = scores[bias].masked_fill(empty.to(scores[bias].device), math.nan)
     return scores
+
+
+def mask_iou(first: Tensor, second: Tensor) -> Tensor:
+    """Per clip, the IoU of two boolean masks (B, T, H, W): voxels both mark over voxels either marks (float64;
+    NaN where neither marks any)."""
+    first, second = first.flatten(1).bool(), second.flatten(1).bool()
+    both = (first & second).sum(dim=1).to(torch.float64)
+    either = (first | second).sum(dim=1).to(torch.float64)
+    return both / either.masked_fill(either == 0, math.nan)
 
 
 def _ranks(x: Tensor) -> Tensor:

@@ -14,6 +14,8 @@ __all__ = [
     "AGREEMENTS",
     "BEHAVIOUR",
     "CALIBRATED",
+    "FLOW_IOU",
+    "NONEMPTY",
     "CORRELATION",
     "FRACTIONS",
     "PREFIX",
@@ -42,8 +44,12 @@ PRECISION: dict[str, tuple[str, str, str, str]] = {
 #: How much of the relevance the selective map keeps: by the area ``R > 0``, by the relevance core, by mass;
 #: and the spatial bias, 1 - mass.
 SELECTIVITY: tuple[str, str, str, str] = ("selectivity_area", "selectivity_core", "selectivity_mass", "spatial_bias")
+#: Spatial bias over the clips whose selective map is not empty (NaN for an empty one). An empty selective map
+#: reads spatial bias 1.0, which says the threshold kept nothing, not that the model ignores motion: read this next
+#: to ``selective_no_relevance``, the share of empty maps.
+NONEMPTY = "spatial_bias_nonempty"
 #: Per-clip scores of one method, fractions in [0, 1], logged as mean and ``_std``.
-SCORES: tuple[str, ...] = (*PRECISION["flow"], *PRECISION["exact"], *SELECTIVITY)
+SCORES: tuple[str, ...] = (*PRECISION["flow"], *PRECISION["exact"], *SELECTIVITY, NONEMPTY)
 #: Shares of the probe clips whose baseline / selective map has no positive relevance (no ``_std``).
 SHARES: tuple[str, str] = ("no_relevance", "selective_no_relevance")
 #: Milliseconds per clip of the explanation and of the selective step (a batch's time over its clips: no ``_std``).
@@ -67,10 +73,13 @@ BEHAVIOUR: tuple[str, ...] = (
 #: Per method, with a calibration: spatial bias on its scale (0: the motion reference, 1: the static one), with
 #: ``_std``.
 CALIBRATED = "spatial_bias_calibrated"
+#: Where the data give exact motion masks (the built-in data): how well the optical-flow mask matches them, the
+#: IoU of the two masks per probe clip (mean and ``_std``). Flow precision is measured against a mask this wrong.
+FLOW_IOU = f"{PREFIX}/probe/flow_iou"
 #: Per method: Spearman's rank correlation over probe clips between spatial bias and behavioural reliance.
 CORRELATION = "bias_reliance_spearman"
 #: What the ``explain`` command reports per method and window (it has no exact masks).
-WINDOW_METRICS: tuple[str, ...] = (*PRECISION["flow"], *SELECTIVITY, *TIMINGS)
+WINDOW_METRICS: tuple[str, ...] = (*PRECISION["flow"], *SELECTIVITY, NONEMPTY, *TIMINGS)
 
 
 def method_tag(method: str, name: str) -> str:

@@ -48,10 +48,16 @@ from lightning_selrel.metrics.functional import rank_correlation
 from lightning_selrel.monitor import dashboard, measuring
 from lightning_selrel.monitor.behaviour import behaviour as behaviour_scores
 from lightning_selrel.monitor.behaviour import reliance_for_ranking
-from lightning_selrel.monitor.calibration import Calibration, load_calibration
+from lightning_selrel.monitor.calibration import (
+    Calibration,
+    CalibrationError,
+    load_calibration,
+    map_settings,
+    unusable,
+)
 from lightning_selrel.monitor.probe_set import ProbeSet, choose_indices, dataset_labels, load_probe, stage_dataset
 from lightning_selrel.monitor.writers import TensorBoardMedia
-from lightning_selrel.relevance.methods import check_methods, check_model
+from lightning_selrel.relevance.methods import MIN_TEMPORAL_CELLS, check_methods, check_model, temporal_cells
 from lightning_selrel.relevance.selective import THRESHOLDS, Threshold
 
 __all__ = ["SelectiveRelevanceMonitor", "DEFAULT_METHODS"]
@@ -72,7 +78,12 @@ class SelectiveRelevanceMonitor(Callback):
             ``val_check_interval < 1`` it runs at every validation inside such an epoch.
         target: Explain the ``"predicted"`` class or the true ``"label"``.
         flow_method: Optical flow for the motion ground truth: ``"farneback"`` or ``"dis"``.
-        flow_threshold: A pixel moves where the flow magnitude exceeds this many pixels.
+        flow_threshold: A pixel moves where the flow magnitude exceeds this many pixels. The default, 1.5, gives the
+            flow mask its best IoU with the exact masks of the built-in data (0.27 with Farneback; 0.20 at 0.5 px,
+            where flow marks 21% of the voxels against 4% that move: ``benchmarks/bench_flow_threshold.py``). Its
+            objects move at 1.5-2.5 px per frame; on real video with slower motion (about 1 px per frame in a
+            112-px clip) choose a lower one. ``selrel/probe/flow_iou`` logs the IoU where the data give exact
+            masks.
         num_videos: Probe clips rendered as heatmap GIFs per method (0: none).
         fps: Frame rate of the GIFs.
         signed: Keep only relevance that appears over time (the default keeps both directions).
@@ -93,7 +104,10 @@ class SelectiveRelevanceMonitor(Callback):
         calibration: A ``calibration.json`` written by ``python -m lightning_selrel calibrate`` (or its folder):
             also log ``selrel/<m>/spatial_bias_calibrated``, the spatial bias on its scale (0 = the motion
             reference, 1 = the static reference, not clipped). It must have measured every method, this
-            ``n_std`` and ``threshold``, and clips of the model's shape; otherwise it is refused, naming the mismatch.
+            ``n_std`` and ``threshold``, at this ``signed``, ``target`` and ``gradcam_layer``, with the model's input
+            normalisation and clips of its shape, and not been refused; otherwise it is refused, naming the
+            mismatch. A method whose references do not separate at this setting (gap <= 0, or separation below
+            the calibration's minimum) gets no calibrated value, and the monitor says once why.
     """
 
     def __init__(
@@ -104,7 +118,7 @@ class SelectiveRelevanceMonitor(Callback):
         every_n_epochs: int = 1,
         target: Literal["predicted", "label"] = "predicted",
         flow_method: str = "farneback",
-        flow_threshold: float = 0.5,
+        flow_threshold: float = 1.5,
         num_videos: int = 2,
         fps: float = 8.0,
         signed: bool = False,
@@ -127,12 +141,20 @@ class SelectiveRelevanceMonitor(Callback):
             raise ValueError(f"per_class must be at least 1 (or null for a draw of num_clips), got {per_class}")
         self.calibration_path = str(calibration) if calibration is not None else None
         self.calibration: Calibration | None = None
-        if calibration is not None:
-            self.calibration = load_calibration(calibration)
-            for method in methods:  # every setting this monitor uses must have been measured
-                self.calibration.point(method, threshold, n_std)
         if target not in ("predicted", "label"):
             raise ValueError(f"target must be 'predicted' or 'label', got {target!r}")
+        #: Per method, why the calibration gives it no value (the references do not separate at this setting).
+        self.uncalibrated: dict[str, str] = {}
+        #: Per method, why its selective scores are not reported (its map has too few time steps).
+        self.unresolved: dict[str, str] = {}
+        if calibration is not None:
+            self.calibration = load_calibration(calibration)
+            self.calibration.check(self.calibration_path, signed=bool(signed), target=target)  # and refused ones
+            for method in methods:  # every setting this monitor uses must have been measured, and separate
+                point = self.calibration.point(method, threshold, n_std)
+                reason = unusable(point, self.calibration.min_separation)
+                if reason is not None:
+                    self.uncalibrated[method] = reason
         if flow_method not in FLOW_METHODS:
             raise ValueError(f"unknown flow_method {flow_method!r}; valid: {', '.join(FLOW_METHODS)}")
         for name, value, low in (
@@ -178,6 +200,23 @@ class SelectiveRelevanceMonitor(Callback):
             check_model(pl_module, self.methods, layer=self.gradcam_layer)
         except ValueError as error:
             raise MisconfigurationException(f"SelectiveRelevanceMonitor: {error}") from None
+        if self.calibration is not None:  # the layer and the normalisation are the model's
+            settings = map_settings(
+                pl_module,
+                self.methods,
+                clip_shape=self.calibration.clip_shape,
+                signed=self.signed,
+                target=self.target,
+                gradcam_layer=self.gradcam_layer,
+            )
+            try:
+                self.calibration.check(
+                    self.calibration_path,
+                    gradcam_layer=settings["gradcam_layer"],
+                    normalisation=settings["normalisation"],
+                )
+            except CalibrationError as error:
+                raise MisconfigurationException(f"SelectiveRelevanceMonitor: {error}") from None
         if stage == "fit":
             if trainer.limit_val_batches == 0:
                 raise MisconfigurationException(
@@ -223,10 +262,18 @@ class SelectiveRelevanceMonitor(Callback):
                 f"{self.calibration.clip_shape} (T, H, W), the probe clips are {shape}; calibrate with this data"
             )
         self._warned.add("calibration")
-        rank_zero_info(
-            f"SelectiveRelevanceMonitor: spatial bias calibrated with {self.calibration_path} at n_std={self.n_std:g}, "
-            f"threshold={self.threshold} (0 = its motion reference, 1 = its static reference)"
-        )
+        calibrated = [m for m in self.methods if m not in self.uncalibrated]
+        if calibrated:
+            rank_zero_info(
+                f"SelectiveRelevanceMonitor: spatial bias of {', '.join(calibrated)} calibrated with "
+                f"{self.calibration_path} at n_std={self.n_std:g}, threshold={self.threshold} (0 = its motion "
+                "reference, 1 = its static reference)"
+            )
+        for method, reason in self.uncalibrated.items():
+            rank_zero_warn(
+                f"SelectiveRelevanceMonitor: no calibrated spatial bias for {method}: in {self.calibration_path}, "
+                f"{reason} (n_std={self.n_std:g}, threshold={self.threshold}); its raw spatial bias is still logged"
+            )
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -281,6 +328,7 @@ class SelectiveRelevanceMonitor(Callback):
             num_videos=self.num_videos,
             gradcam_layer=self.gradcam_layer,
             calibration=self.calibration,
+            unresolved=frozenset(self.unresolved),
         )
 
     def _draw_settings(self) -> dict[str, Any]:
@@ -333,8 +381,34 @@ class SelectiveRelevanceMonitor(Callback):
             stage=stage,
         )
         self._check_calibration(probe)
+        self._check_resolution(trainer.lightning_module, probe)
         self._probes[stage] = probe
         return probe
+
+    def _check_resolution(self, pl_module: pl.LightningModule, probe: ProbeSet) -> None:
+        """GradCAM and gradcam_t on a layer with fewer than three time steps: their selective maps cannot show
+        change within the clip (the floor of the upsampling: a cam that purely appears reads spatial bias 1.00,
+        a random one 0.99), so their selective scores are not reported, and the monitor says once why."""
+        methods = [m for m in self.methods if m in ("gradcam", "gradcam_t")]
+        if not methods:
+            return
+        clip = torch.zeros(probe.clips.shape[1:], dtype=probe.clips.dtype, device=pl_module.device)
+        cells = temporal_cells(pl_module, clip, self.gradcam_layer)
+        for method in methods:
+            if cells < MIN_TEMPORAL_CELLS:
+                reason = (
+                    f"its layer resolves {cells} time step(s) of the {clip.shape[1]}-frame clips and the temporal "
+                    f"Sobel needs {MIN_TEMPORAL_CELLS}: its selective map cannot show motion within a clip"
+                )
+                if method not in self.unresolved:
+                    rank_zero_warn(
+                        f"SelectiveRelevanceMonitor: no spatial bias, selectivity or selective precision for {method}: "
+                        f"{reason}; name an earlier layer with gradcam_layer (e.g. C3D's net.conv4b), or read "
+                        "guided_gradcam, whose map has the clip's resolution"
+                    )
+                self.unresolved[method] = reason
+            else:
+                self.unresolved.pop(method, None)
 
     # -- media, tables, layout and HParams (rank 0; monitor/writers.py) ------------------------------
     def _write_layout(self, trainer: pl.Trainer) -> None:
@@ -379,6 +453,10 @@ class SelectiveRelevanceMonitor(Callback):
         }
         metrics = ["val/acc", *(tags.method_tag(m, "spatial_bias") for m in self.methods)]
         if self.calibration is not None:
-            metrics += [tags.method_tag(m, tags.CALIBRATED) for m in self.methods]
+            metrics += [tags.method_tag(m, tags.CALIBRATED) for m in self.methods if m not in self.uncalibrated]
             params["selrel/calibration"] = self.calibration_path
+            for method in self.methods:  # how far apart the references are where this monitor reads them
+                point = self.calibration.point(method, self.threshold, self.n_std)
+                params[f"selrel/calibration/{method}/gap"] = point.get("gap")
+                params[f"selrel/calibration/{method}/separation"] = point.get("separation")
         self._media.write_hparams(trainer, params, metrics)

@@ -58,7 +58,7 @@ def banded_tags(methods: Sequence[str], behaviour: bool = True, calibrated: bool
     banded = [tags.method_tag(m, name) for m in methods for name in BANDED_SCORES]
     if calibrated:
         banded += [tags.method_tag(m, tags.CALIBRATED) for m in methods]
-    return banded + ([tags.behaviour_tag("reliance")] if behaviour else [])
+    return [*banded, tags.FLOW_IOU] + ([tags.behaviour_tag("reliance")] if behaviour else [])
 
 
 def bands(values: Mapping[str, float], banded: Sequence[str]) -> dict[str, float]:
@@ -81,6 +81,10 @@ def layout(methods: Sequence[str], *, behaviour: bool = True, calibrated: bool =
             "Multiline",
             [exact(tags.method_tag(m, tags.CALIBRATED)) for m in methods],
         ]
+    bias["spatial bias over non-empty selective maps, and the share of empty ones"] = [
+        "Multiline",
+        [exact(tags.method_tag(m, name)) for m in methods for name in (tags.NONEMPTY, "selective_no_relevance")],
+    ]
     for m in methods:
         bias[f"{m}: spatial bias, mean +- std over probe clips"] = _margin(tags.method_tag(m, "spatial_bias"))
         if calibrated:
@@ -99,6 +103,7 @@ def layout(methods: Sequence[str], *, behaviour: bool = True, calibrated: bool =
             "Multiline",
             [exact(tags.method_tag(m, name)) for name in (flow[0], flow[1], mask[0], mask[1])],
         ]
+    precision["optical flow against the exact motion masks: IoU per probe clip, mean +- std"] = _margin(tags.FLOW_IOU)
     out = {"selrel: spatial bias": bias, "selrel: motion precision": precision}
     if behaviour:
         out["selrel: behaviour"] = {

@@ -6,6 +6,7 @@ means (with population std), agreement between methods, and the behaviour scores
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,14 +16,19 @@ import torch
 from torch import Tensor
 
 from lightning_selrel.metrics import tags
-from lightning_selrel.metrics.functional import clip_scores, relevance_agreement
+from lightning_selrel.metrics.functional import clip_scores, mask_iou, relevance_agreement
 from lightning_selrel.metrics.modules import MeanStd
 from lightning_selrel.monitor.calibration import Calibration, calibrated
 from lightning_selrel.monitor.probe_set import ProbeSet
 from lightning_selrel.relevance.measure import explain_selective
 from lightning_selrel.relevance.methods import method_options
 
-__all__ = ["Settings", "compute", "gather", "log_behaviour", "measure", "put"]
+__all__ = ["BASELINE_SCORES", "Settings", "compute", "gather", "log_behaviour", "measure", "put"]
+
+#: The scores of the baseline map alone (motion precision by area and by mass against flow and exact masks).
+BASELINE_SCORES = frozenset(
+    name for source in ("flow", "exact") for i, name in enumerate(tags.PRECISION[source]) if i in (0, 2)
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,8 @@ class Settings:
     num_videos: int
     gradcam_layer: str | None
     calibration: Calibration | None
+    #: Methods whose maps have too few time steps for a selective map: only their baseline scores are reported.
+    unresolved: frozenset[str] = frozenset()
 
 
 def log_behaviour(values: dict[str, float], scores: dict[str, Tensor], device: torch.device) -> None:
@@ -92,22 +100,34 @@ def measure(
             logits[: settings.num_videos],
         )
         scores = clip_scores(rel, sel, flow=flow, exact=exact, core_mass=settings.core_mass)
+        if method in settings.unresolved:  # the selective map has no meaning: baseline scores only
+            scores = {k: v for k, v in scores.items() if k in BASELINE_SCORES}
+            scores["spatial_bias"] = torch.full((rel.shape[0],), math.nan, dtype=torch.float64, device=rel.device)
         bias[method] = scores["spatial_bias"]
         if settings.calibration is not None:
             point = settings.calibration.point(method, settings.threshold, settings.n_std)
-            values_on_scale = [calibrated(b, point) for b in scores["spatial_bias"].tolist()]  # NaN stays NaN
+            minimum = settings.calibration.min_separation
+            # NaN stays NaN, and a setting where the references do not separate gives NaN: nothing is logged
+            values_on_scale = [calibrated(b, point, minimum) for b in scores["spatial_bias"].tolist()]
             scores[tags.CALIBRATED] = torch.tensor(values_on_scale, dtype=torch.float64, device=rel.device)
         for name, per_clip in scores.items():
+            if method in settings.unresolved and name not in BASELINE_SCORES:
+                continue
             result = compute(MeanStd(), device, per_clip)
             put(values, tags.method_tag(method, name), result["mean"], result["std"])
             if name == "spatial_bias":  # NaN exactly where the baseline map has no positive relevance
                 values[tags.method_tag(method, "no_relevance")] = share(result["skipped"], result["count"])
         empty = ((sel > 0).flatten(1).sum(1) == 0).to(torch.float64)  # (N,): the selective map is empty
-        values[tags.method_tag(method, "selective_no_relevance")] = mean_or_zero(compute(MeanStd(), device, empty))
+        share_empty = mean_or_zero(compute(MeanStd(), device, empty))
+        if method not in settings.unresolved:
+            values[tags.method_tag(method, "selective_no_relevance")] = share_empty
         # Clips are explained together, a batch at a time: a clip's cost is its batch's divided by its
         # clips, so a spread over clips would be a constant. Only the mean is logged.
         for name, samples in zip(tags.TIMINGS, (explain_ms, selective_ms), strict=True):
             values[tags.method_tag(method, name)] = mean_or_zero(compute(MeanStd(), device, samples))
+    if exact is not None:  # how wrong the flow mask is, on these clips
+        result = compute(MeanStd(), device, mask_iou(flow, exact))
+        put(values, tags.FLOW_IOU, result["mean"], result["std"])
     for first, second in itertools.combinations(settings.methods, 2):
         for kind, options in zip(tags.AGREEMENTS, ({}, {"relevant": "mass"}), strict=True):
             agreement = relevance_agreement(relevance[first], relevance[second], fraction=settings.core_mass, **options)

@@ -56,7 +56,9 @@ __all__ = [
     "check_model",
     "explain",
     "explain_with_logits",
+    "layer_name",
     "method_options",
+    "temporal_cells",
     "register_method",
     "resolve_layer",
 ]
@@ -261,6 +263,31 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str | None) -> nn.Module:
     if not any(m is layer for m in model.modules()):
         raise ValueError(f"layer {layer} is not a submodule of the model")
     return layer
+
+
+def layer_name(model: nn.Module, layer: nn.Module | str | None = None) -> str:
+    """The dotted name, in ``model``, of the layer the GradCAM family reads for ``layer`` (see
+    :func:`resolve_layer`): what a calibration records and the monitor compares."""
+    resolved = resolve_layer(model, layer)
+    return next(name for name, module in model.named_modules() if module is resolved)
+
+
+#: The temporal Sobel stencil spans three frames: a map resolved on fewer time steps cannot show change within
+#: the clip, only between its halves (the trilinear upsampling makes the first and last quarter constant).
+MIN_TEMPORAL_CELLS = 3
+
+
+def temporal_cells(model: nn.Module, clip: Tensor, layer: nn.Module | str | None = None) -> int:
+    """How many time steps the GradCAM family's layer (:func:`resolve_layer`) resolves for clips like ``clip``
+    (C, T, H, W): one forward pass without gradient, reading the layer's output shape."""
+    seen: list[int] = []
+    handle = resolve_layer(model, layer).register_forward_hook(lambda m, i, out: seen.append(int(out.shape[2])))
+    try:
+        with torch.no_grad():
+            model(clip[None])
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 def _upsample(cam: Tensor, size: Sequence[int]) -> Tensor:

@@ -106,6 +106,7 @@ def test_offline_writes_a_playable_mp4_and_a_nan_free_report(files, tmp_path, ca
             "selectivity_core",
             "selectivity_mass",
             "spatial_bias",
+            "spatial_bias_nonempty",
             "explain_ms",
             "selective_ms",
         }

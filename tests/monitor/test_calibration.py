@@ -6,6 +6,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -37,28 +38,88 @@ def test_speed_clips_hold_the_same_frames_so_a_frozen_clip_cannot_tell_them_apar
         cal.SpeedClips(datamodule.val_set, clip_len=8)[0]
 
 
-def _per_clip(motion: float, static: float) -> tuple[dict, dict]:
-    grid = {"std": {"4": [motion - 0.01, motion, motion + 0.01]}, "mad": {"4": [0.5, 0.5, 0.5]}}
-    other = {"std": {"4": [static - 0.01, static, static + 0.01]}, "mad": {"4": [0.5, 0.5, float("nan")]}}
+class _LongClips(torch.utils.data.Dataset):
+    """Long clips (3, 24, 8, 8): item 0 still (noise only), item 1 a bright bar moving one pixel per frame."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        g = torch.Generator().manual_seed(index)
+        clip = torch.randint(100, 110, (3, 24, 8, 8), generator=g, dtype=torch.uint8)
+        if index == 1:
+            for t in range(24):
+                clip[:, t, :, (t // 3) % 8] = 250
+        return clip, 0
+
+
+def test_speed_clips_leave_out_windows_that_do_not_move():
+    """A still window cannot tell normal from 3x speed: evaluation keeps the moving one, training draws again."""
+    evaluation = cal.SpeedClips(_LongClips(), clip_len=8)
+    assert evaluation.kept == [1] and evaluation.still == 1 and len(evaluation) == 2
+    everything = cal.SpeedClips(_LongClips(), clip_len=8, min_motion=0)
+    assert everything.kept == [0, 1] and everything.still == 0
+    training = cal.SpeedClips(_LongClips(), clip_len=8, train=True)
+    assert len(training) == 4  # training keeps the count, and replaces a still draw by a moving one
+    normal, label = training[0]
+    assert label == 0 and torch.equal(normal, training._pair(1)[0])
+    assert cal.motion_energy(torch.zeros(3, 1, 4, 4)) == 0.0
+
+
+def _per_clip(motion: float, static: float, clips: int = 8) -> tuple[dict, dict]:
+    """Per-clip spatial bias of both references at dtd/std/4: a shared per-clip level (the clip decides most of
+    the value) plus each reference's own offset and a small paired noise; mad has no spread and a missing clip."""
+    level = [0.4 * ((3 * i) % clips) / clips for i in range(clips)]  # 0 .. 0.35, the same clip for both
+    noise = [0.004 * ((-1) ** i) * (1 + i % 3) for i in range(clips)]
+    low = [motion + a for a in level]
+    high = [static + a + e for a, e in zip(level, noise, strict=True)]
+    grid = {"std": {"4": low}, "mad": {"4": [0.5] * clips}}
+    other = {"std": {"4": high}, "mad": {"4": [0.5] * (clips - 1) + [float("nan")]}}
     return {"dtd": grid}, {"dtd": other}
 
 
-def test_the_scale_and_the_recommendation():
+def test_the_scale_is_paired_over_clips_and_the_recommendation_is_measured_on_the_held_out_half():
     motion, static = _per_clip(0.6, 0.9)
     scale = cal.scale_of(motion, static)
     point = scale["dtd"]["std"]["4"]
-    assert point["gap"] == pytest.approx(0.3) and point["motion"]["std"] == pytest.approx((2 / 3) ** 0.5 * 0.01)
-    assert point["separation"] == pytest.approx(0.3 / point["motion"]["std"])
+    low, high = np.array(motion["dtd"]["std"]["4"]), np.array(static["dtd"]["std"]["4"])
+    d = high - low
+    assert point["gap"] == pytest.approx(d.mean()) and point["separation"] == pytest.approx(d.mean() / d.std())
+    assert point["clips"] == 8 and point["motion"]["std"] == pytest.approx(low.std())
+    unpaired = (high.mean() - low.mean()) / np.sqrt((low.var() + high.var()) / 2)
+    assert point["separation"] > 5 * unpaired  # the clip's own level cancels in the pairs
+    select, held_out = cal.halves(8)
+    assert select == [0, 2, 4, 6] and held_out == [1, 3, 5, 7]
+    assert point["held_out"]["separation"] == pytest.approx(d[held_out].mean() / d[held_out].std())
+    assert point["select"]["separation"] == pytest.approx(d[select].mean() / d[select].std())
     assert math.isnan(scale["dtd"]["mad"]["4"]["separation"])  # no spread, no separation
-    assert cal.recommend(scale) == {
+    recommended = cal.recommend(scale)
+    assert recommended == {
         "method": "dtd",
         "threshold": "std",
         "n_std": 4.0,
-        "gap": point["gap"],
-        "separation": point["separation"],
+        "gap": point["held_out"]["gap"],
+        "separation": point["held_out"]["separation"],
+        "selection_separation": point["select"]["separation"],
+        "clips": 4,
     }
+    assert cal.recommend(scale, minimum=point["held_out"]["separation"] + 1) is None  # below the minimum
     assert cal.recommend(cal.scale_of(*_per_clip(0.9, 0.6))) is None  # an inverted scale recommends nothing
-    assert cal.calibrated(0.75, point) == pytest.approx(0.5) and cal.calibrated(0.95, point) > 1.0  # not clipped
+    bias = (point["motion"]["mean"] + point["static"]["mean"]) / 2
+    assert cal.calibrated(bias, point) == pytest.approx(0.5) and cal.calibrated(1.5, point) > 1.0  # not clipped
+    with pytest.raises(cal.CalibrationError, match="8 motion values but 7 static"):
+        cal.scale_of(motion, {"dtd": {"std": {"4": high[:7].tolist()}}})
+
+
+def test_calibrated_values_never_blow_up_or_invert():
+    """References 0.800 / 0.801 mapped 0.85 to +50; references in the wrong order mapped 0.90 to -1.0. Both are
+    settings where the references do not separate: no value there, and the reason."""
+    close = {"motion": {"mean": 0.800}, "static": {"mean": 0.801}, "gap": 0.001, "separation": 0.1}
+    inverted = {"motion": {"mean": 0.80}, "static": {"mean": 0.70}, "gap": -0.1, "separation": -3.0}
+    assert math.isnan(cal.calibrated(0.85, close)) and math.isnan(cal.calibrated(0.90, inverted))
+    assert "below the minimum of 1" in cal.unusable(close)
+    assert "does not read above the motion reference" in cal.unusable(inverted)
+    assert cal.unusable({**close, "separation": 1.2}) is None and cal.calibrated(0.8005, {**close, "separation": 1.2})
 
 
 def test_the_judge_refuses_references_that_did_not_do_their_job():
@@ -86,6 +147,13 @@ def _calibration(**overrides) -> cal.Calibration:
         recommended=cal.recommend(scale),
         refused=None,
     )
+    fields["settings"] = {
+        "clip_shape": [16, 16, 16],
+        "signed": False,
+        "target": "predicted",
+        "gradcam_layer": None,
+        "normalisation": None,
+    }
     return cal.Calibration(**{**fields, **overrides})
 
 
@@ -93,7 +161,7 @@ def test_the_file_round_trips_and_a_wrong_file_is_named(tmp_path):
     written = cal.write_outputs(_calibration(references={"motion": _ref(), "static": _ref(4)}), tmp_path / "out")
     assert set(written) == {"calibration.json", "calibration.png", "calibration.md"}
     loaded = cal.load_calibration(tmp_path / "out")  # the folder or the file
-    assert loaded.point("dtd", "std", 4)["gap"] == pytest.approx(0.3) and loaded.recommended["n_std"] == 4.0
+    assert loaded.point("dtd", "std", 4)["gap"] == pytest.approx(0.3, abs=0.01) and loaded.recommended["n_std"] == 4.0
     assert "mad" in loaded.scale["dtd"] and loaded.scale["dtd"]["mad"]["4"]["separation"] is None  # NaN -> null
     assert (
         "**Recommended: `dtd` with `threshold: std` and `n_std: 4`**"
@@ -104,9 +172,11 @@ def test_the_file_round_trips_and_a_wrong_file_is_named(tmp_path):
     with pytest.raises(cal.CalibrationError, match="no method 'gradcam'"):
         loaded.point("gradcam", "std", 4.0)
     (tmp_path / "bad.json").write_text(json.dumps({"version": 99}))
+    (tmp_path / "v1.json").write_text(json.dumps({"version": 1, "scale": {}}))
     for path, message in (
         (tmp_path / "missing.json", "not found"),
         (tmp_path / "bad.json", "not a calibration of version"),
+        (tmp_path / "v1.json", "version 1, which did not record the settings"),
     ):
         with pytest.raises(cal.CalibrationError, match=message):
             cal.load_calibration(path)
@@ -139,9 +209,53 @@ def test_the_monitor_refuses_a_calibration_for_another_setting_or_clip(tmp_path)
         SelectiveRelevanceMonitor(methods=["dtd"], n_std=2.0, calibration=path)
     with pytest.raises(cal.CalibrationError, match="no method 'gradcam'"):
         SelectiveRelevanceMonitor(methods=["dtd", "gradcam"], calibration=path)
+    with pytest.raises(cal.CalibrationError, match=r"made at signed=False, these maps use signed=True"):
+        SelectiveRelevanceMonitor(methods=["dtd"], signed=True, calibration=path)
+    with pytest.raises(cal.CalibrationError, match=r"made at target='predicted', these maps use target='label'"):
+        SelectiveRelevanceMonitor(methods=["dtd"], target="label", calibration=path)
     monitor = SelectiveRelevanceMonitor(methods=["dtd"], calibration=path)
     probe = type("Probe", (), {"clips": torch.zeros(1, 3, 16, 32, 32)})()
     with pytest.raises(
         MisconfigurationException, match=r"made for clips \[16, 16, 16\] .*the probe clips are \[16, 32, 32\]"
     ):
         monitor._check_calibration(probe)
+
+
+def test_the_monitor_refuses_a_refused_calibration_and_skips_a_setting_that_does_not_separate(tmp_path):
+    refused = _calibration(references={"motion": _ref(), "static": _ref(4)}, recommended=None, refused="lazy")
+    cal.write_outputs(refused, tmp_path / "refused")
+    with pytest.raises(cal.CalibrationError, match=r"was refused by calibrate \(lazy\); its scale has no meaning"):
+        SelectiveRelevanceMonitor(methods=["dtd"], calibration=str(tmp_path / "refused"))
+    cal.write_outputs(_calibration(references={"motion": _ref(), "static": _ref(4)}), tmp_path / "ok")
+    monitor = SelectiveRelevanceMonitor(methods=["dtd"], threshold="mad", calibration=str(tmp_path / "ok"))
+    assert "no paired spread" in monitor.uncalibrated["dtd"]
+    probe = type("Probe", (), {"clips": torch.zeros(1, 3, 16, 16, 16)})()
+    with pytest.warns(UserWarning, match="no calibrated spatial bias for dtd: in .* no paired spread there"):
+        monitor._check_calibration(probe)
+
+
+def test_the_monitor_refuses_a_calibration_of_another_layer_or_normalisation(tmp_path):
+    from lightning_selrel import C3DClassifier
+
+    model = C3DClassifier(num_classes=4, width=4, fc_dim=8, clip_shape=(16, 16, 16))
+    settings = cal.map_settings(
+        model, ["gradcam"], clip_shape=[16, 16, 16], signed=False, target="predicted", gradcam_layer=None
+    )
+    assert settings["gradcam_layer"] == "net.conv5b" and settings["normalisation"]["mean"] == pytest.approx(
+        list(model.normalize.mean.flatten().tolist())
+    )
+    motion, static = _per_clip(0.6, 0.9)
+    scale = cal.scale_of({"gradcam": motion["dtd"]}, {"gradcam": static["dtd"]})
+    calibration = _calibration(
+        methods=["gradcam"], scale=scale, references={"motion": _ref(), "static": _ref(4)}, settings=settings
+    )
+    cal.write_outputs(calibration, tmp_path)
+    trainer = type("Trainer", (), {"limit_val_batches": 1.0})()
+    SelectiveRelevanceMonitor(methods=["gradcam"], calibration=str(tmp_path)).setup(trainer, model, "validate")
+    with pytest.raises(MisconfigurationException, match=r"made at gradcam_layer='net.conv5b', .*'net.conv4b'"):
+        SelectiveRelevanceMonitor(methods=["gradcam"], calibration=str(tmp_path), gradcam_layer="net.conv4b").setup(
+            trainer, model, "validate"
+        )
+    other = C3DClassifier(num_classes=4, width=4, fc_dim=8, clip_shape=(16, 16, 16), mean=(0, 0, 0), std=(1, 1, 1))
+    with pytest.raises(MisconfigurationException, match=r"made at normalisation=.* these maps use normalisation="):
+        SelectiveRelevanceMonitor(methods=["gradcam"], calibration=str(tmp_path)).setup(trainer, other, "validate")

@@ -67,8 +67,8 @@ def probes(tmp_path_factory) -> dict[str, Probe]:
 def test_monitor_tells_the_motion_model_from_the_context_model(probes):
     motion, context = probes["motion"].logged, probes["context"].logged
     report = "\n".join(
-        f"{m:16s} spatial_bias motion {motion[f'selrel/{m}/spatial_bias']:.3f} context "
-        f"{context[f'selrel/{m}/spatial_bias']:.3f} | selective_mask_precision motion "
+        f"{m:16s} spatial_bias motion {motion.get(f'selrel/{m}/spatial_bias', float('nan')):.3f} context "
+        f"{context.get(f'selrel/{m}/spatial_bias', float('nan')):.3f} | selective_mask_precision motion "
         f"{motion.get(f'selrel/{m}/selective_mask_precision', float('nan')):.3f} context "
         f"{context.get(f'selrel/{m}/selective_mask_precision', float('nan')):.3f}"
         for m in METHODS
@@ -91,13 +91,15 @@ def test_monitor_tells_the_motion_model_from_the_context_model(probes):
     for m in ("dtd", "guided_backprop", "guided_gradcam"):
         assert context[f"selrel/{m}/spatial_bias"] > motion[f"selrel/{m}/spatial_bias"], report
         assert motion[f"selrel/{m}/selective_mask_precision"] > context[f"selrel/{m}/selective_mask_precision"], report
-    # GradCAM (2 temporal cells at conv5b) is reported, not asserted: see the README table.
+    # GradCAM reads conv5b, 2 time steps of 16 frames: its selective scores are not reported at all.
+    assert "selrel/gradcam/spatial_bias" not in motion and "selrel/gradcam/precision_mass" in motion
 
 
 def _separation(motion: list[float], context: list[float]) -> float:
-    a, b = np.array(motion, dtype=float), np.array(context, dtype=float)
-    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-    return float((b.mean() - a.mean()) / np.sqrt((a.var() + b.var()) / 2))
+    """Paired over the clips both models have a value for, as calibrate's: mean difference over its std."""
+    d = np.array(context, dtype=float) - np.array(motion, dtype=float)
+    d = d[np.isfinite(d)]
+    return float(d.mean() / d.std())
 
 
 @pytest.mark.slow
@@ -114,7 +116,10 @@ def test_a_calibration_on_the_built_in_data_orders_the_probe_models_on_its_scale
     method, rule, n_std = best["method"], best["threshold"], best["n_std"]
     print(f"recommended {method} {rule} n_std {n_std:g}: separation {best['separation']:.2f}")
 
-    # The recommended n_std separates the probe models at least as well as the paper's n = 4 (same method and rule).
+    # The recommendation is chosen on half of the calibration's probe clips and measured on the other half; it must
+    # also hold on other models: on 32 validation clips of the probe models' own data, the recommended setting
+    # separates them by at least the calibration's minimum. The paper's n = 4 is printed beside it.
+    assert best["separation"] >= calibration.min_separation and best["clips"] >= 4
     values = {}
     for cue, probe in probes.items():
         dataset = probe.datamodule.val_set
@@ -124,7 +129,7 @@ def test_a_calibration_on_the_built_in_data_orders_the_probe_models_on_its_scale
     at_best = _separation(values["motion"][f"{n_std:g}"], values["context"][f"{n_std:g}"])
     at_four = _separation(values["motion"]["4"], values["context"]["4"])
     print(f"probe separation at the recommended n_std {at_best:.2f}, at n_std 4 {at_four:.2f}")
-    assert at_best >= at_four - 0.05, (at_best, at_four)
+    assert at_best >= calibration.min_separation, (at_best, at_four)
 
     # On the calibration's scale the motion model reads below the context model.
     on_scale = {}

@@ -13,17 +13,22 @@ small budget, two references whose reliance on motion is known by construction:
   frozen-clip accuracy at chance, 0.49, while forward versus reversed playback stayed at chance, 0.43.)
 
 Both are explained on the same moving probe clips (the user's validation clips) with every method, over a grid
-of ``n_std`` and both threshold rules. For each setting the two references' mean spatial bias span a scale
-(0 = the motion reference, 1 = the static reference) and their *separation* (the gap over the pooled population
-std over clips) says how well that setting can see a difference; the widest is recommended. The command refuses
-to recommend (and says why) when a reference did not learn its task or the static reference is not static (its
-predictions change when the probe clips are frozen).
+of ``n_std`` and both threshold rules, at the monitor's other settings (GradCAM layer, signed, target), which the
+file records. For each setting the two references' mean spatial bias span a scale (0 = the motion reference, 1 =
+the static reference) and their *separation*, paired over the clips (the mean per-clip difference over its
+standard deviation), says how well that setting can see a difference. The setting of widest separation on one
+half of the probe clips is recommended when it also separates the references by at least
+:data:`MIN_SEPARATION` on the other half, which is the separation reported. The command refuses to recommend
+(and says why) when a reference did not learn its task, the static reference is not static (its predictions
+change when the probe clips are frozen) or no setting separates the references; a refused calibration, one made
+at other settings, and a setting where the references do not separate give no calibrated value.
 
 A data module takes part through ``long_clips(stage, factor)``: a dataset of the stage's clips with ``factor``
 times as many frames (the built-in data and UCF-101 have it).
 """
 
 from lightning_selrel.monitor.calibration.references import (
+    MIN_MOTION,
     SPEED_CLASSES,
     SPEED_FACTOR,
     FrozenClips,
@@ -31,6 +36,7 @@ from lightning_selrel.monitor.calibration.references import (
     elapsed,
     judge,
     learned,
+    motion_energy,
     probe_loader,
     reference_behaviour,
     subset,
@@ -39,31 +45,45 @@ from lightning_selrel.monitor.calibration.report import plot_png, report_markdow
 from lightning_selrel.monitor.calibration.scale import (
     CALIBRATION_VERSION,
     DEFAULT_GRID,
+    MIN_SEPARATION,
+    SETTINGS,
     THRESHOLDS,
     Calibration,
     CalibrationError,
     calibrated,
+    halves,
     load_calibration,
+    map_settings,
     per_clip_bias,
     recommend,
     scale_of,
+    unusable,
 )
+from lightning_selrel.monitor.calibration.training import ReferenceSteward, evaluate
 
 __all__ = [
     "CALIBRATION_VERSION",
     "DEFAULT_GRID",
+    "MIN_MOTION",
+    "MIN_SEPARATION",
+    "SETTINGS",
     "SPEED_CLASSES",
     "SPEED_FACTOR",
     "THRESHOLDS",
     "Calibration",
     "CalibrationError",
+    "ReferenceSteward",
     "FrozenClips",
     "SpeedClips",
     "calibrated",
     "elapsed",
+    "evaluate",
+    "halves",
     "judge",
     "learned",
     "load_calibration",
+    "motion_energy",
+    "map_settings",
     "per_clip_bias",
     "plot_png",
     "probe_loader",
@@ -72,5 +92,6 @@ __all__ = [
     "report_markdown",
     "scale_of",
     "subset",
+    "unusable",
     "write_outputs",
 ]

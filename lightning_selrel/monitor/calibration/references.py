@@ -16,6 +16,7 @@ from lightning_selrel.monitor.behaviour import behaviour, freeze
 from lightning_selrel.monitor.calibration.scale import CalibrationError
 
 __all__ = [
+    "MIN_MOTION",
     "SPEED_CLASSES",
     "SPEED_FACTOR",
     "FrozenClips",
@@ -23,6 +24,7 @@ __all__ = [
     "elapsed",
     "judge",
     "learned",
+    "motion_energy",
     "probe_loader",
     "reference_behaviour",
     "subset",
@@ -30,6 +32,9 @@ __all__ = [
 
 SPEED_FACTOR = 3
 SPEED_CLASSES = ("normal speed", "3x speed")
+#: Grey levels by which the frame difference of a window's 3x clip must differ from its normal clip's for the
+#: window to take part in the speed task.
+MIN_MOTION = 0.5
 
 
 class FrozenClips(Dataset):
@@ -59,30 +64,90 @@ class FrozenClips(Dataset):
 
 class SpeedClips(Dataset):
     """The speed task: item ``2 i`` is the middle T frames of long clip i (class 0, normal speed), item ``2 i + 1``
-    every ``factor``-th frame of it (class 1); long clips have ``factor * T`` frames."""
+    every ``factor``-th frame of it (class 1); long clips have ``factor * T`` frames.
 
-    def __init__(self, long_clips: Dataset, clip_len: int, factor: int = SPEED_FACTOR) -> None:
+    Only windows whose speed can be seen take part: where the fast clip's mean absolute frame difference differs
+    from the normal clip's by less than ``min_motion`` grey levels, nothing moves enough to tell the two apart (a
+    still shot, a motionless person: one of the three public clips of ``../shared/footage/`` differs by 0.2 grey
+    levels, the others by 2-8), and such a pair is label noise. Pixel noise adds to both differences alike and
+    cancels. (The difference can be negative: on the built-in data the objects of a 3x clip often leave the
+    frame, and it moves less than the normal one.) Evaluation
+    (``train=False``) keeps the long clips that move, once; training draws again, at most ``tries`` times per
+    item, from the same long clip (a new random window where the data draw them) and then from the next ones.
+
+    Args:
+        long_clips: A dataset of ``(clip (3, factor * T, H, W), label, ...)``.
+        clip_len: T.
+        factor: The speed-up of class 1.
+        min_motion: Grey levels (0-255) by which the fast clip's frame difference must differ from the normal
+            one's; 0 keeps every window.
+        train: Draw again at access (training) instead of choosing the moving windows once (evaluation).
+        tries: Draws per item in training before moving on to the next long clip.
+    """
+
+    def __init__(
+        self,
+        long_clips: Dataset,
+        clip_len: int,
+        factor: int = SPEED_FACTOR,
+        *,
+        min_motion: float = MIN_MOTION,
+        train: bool = False,
+        tries: int = 4,
+    ) -> None:
         self.long_clips, self.clip_len, self.factor = long_clips, int(clip_len), int(factor)
+        self.min_motion, self.train, self.tries = float(min_motion), bool(train), int(tries)
+        size = len(long_clips)  # type: ignore[arg-type]
+        self.kept = list(range(size))
+        self.still = 0
+        if not self.train and self.min_motion > 0:
+            self.kept = [i for i in range(size) if self._moves(*self._pair(i))]
+            self.still = size - len(self.kept)
 
     def __len__(self) -> int:
-        return 2 * len(self.long_clips)  # type: ignore[arg-type]
+        return 2 * len(self.kept)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        clip = torch.as_tensor(self.long_clips[index // 2][0])  # (3, factor * T, H, W)
+    def _pair(self, index: int) -> tuple[Tensor, Tensor]:
+        clip = torch.as_tensor(self.long_clips[index][0])  # (3, factor * T, H, W)
         t = self.clip_len
         if clip.shape[1] != self.factor * t:
             raise CalibrationError(
                 f"long_clips gave clips of {clip.shape[1]} frames; the speed task needs {self.factor} x {t}"
             )
-        if index % 2 == 0:
-            start = (self.factor - 1) * t // 2
-            return clip[:, start : start + t], 0
-        return clip[:, :: self.factor][:, :t], 1
+        start = (self.factor - 1) * t // 2
+        return clip[:, start : start + t], clip[:, :: self.factor][:, :t]
+
+    def _moves(self, normal: Tensor, fast: Tensor) -> bool:
+        return abs(motion_energy(fast) - motion_energy(normal)) >= self.min_motion
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        position, label = self.kept[index // 2], index % 2
+        if not self.train or self.min_motion <= 0:
+            return self._pair(position)[label], label
+        size = len(self.kept)
+        pair = None
+        for step in range(size):  # this long clip first, then the next ones
+            for _ in range(self.tries if step == 0 else 1):
+                pair = self._pair(self.kept[(position + step) % size])
+                if self._moves(*pair):
+                    return pair[label], label
+        assert pair is not None
+        return pair[label], label  # nothing in the training set moves: the judge will say the task was not learned
 
 
-def subset(dataset: Dataset, count: int | None, seed: int) -> Dataset:
-    """At most ``count`` items of a dataset, a fixed random choice (all of them when ``count`` is None)."""
+def motion_energy(clip: Tensor) -> float:
+    """Mean absolute difference of consecutive frames of a clip (C, T, H, W), in its pixel scale."""
+    frames = clip.float()
+    return float((frames[:, 1:] - frames[:, :-1]).abs().mean()) if frames.shape[1] > 1 else 0.0
+
+
+def subset(dataset: Dataset, count: int | None, seed: int, *, repeat: bool = False) -> Dataset:
+    """At most ``count`` items of a dataset, a fixed random choice (all of them when ``count`` is None); with
+    ``repeat``, exactly ``count``: a dataset smaller than that is repeated (for training sets that draw a random
+    window at every access, such as UCF-101's one clip per video, so that an epoch has ``count`` clips)."""
     size = len(dataset)  # type: ignore[arg-type]
+    if repeat and count is not None and count > size > 0:
+        return Subset(dataset, [i % size for i in range(count)])
     if count is None or count >= size:
         return dataset
     return Subset(dataset, sorted(np.random.default_rng(seed).choice(size, count, replace=False).tolist()))
