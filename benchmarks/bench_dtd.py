@@ -25,6 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_explain import input_gradient  # noqa: E402  (the same yardstick as the paper's Table 4)
+
 from lightning_selrel.models.classifier import C3DClassifier  # noqa: E402
 from lightning_selrel.relevance.dtd import dtd  # noqa: E402
 
@@ -33,15 +35,6 @@ NETWORKS = {
     "c3d_small": {"arch": "c3d", "width": 8, "fc_dim": 128, "clip_shape": [16, 48, 48], "num_classes": 4},
     "r2plus1d_18": {"arch": "r2plus1d_18", "width": 64, "clip_shape": [16, 112, 112], "num_classes": 101},
 }
-
-
-def input_gradient(model: torch.nn.Module, clips: torch.Tensor) -> torch.Tensor:
-    with torch.enable_grad():
-        x = clips.float().requires_grad_()
-        logits = model(x)  # (B, num_classes)
-        score = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
-        (grad,) = torch.autograd.grad(score, x)
-    return grad
 
 
 def timed(fn) -> float:

@@ -9,11 +9,14 @@ writes ``calibration.json``, ``calibration.png`` and ``calibration.md`` into ``-
 
 logs ``selrel/<m>/spatial_bias_calibrated``: 0 at the motion reference, 1 at the static reference.
 
-Phases: (1) the static reference trains on frozen clips, (2) the motion reference on normal versus 3x speed; each
-is then checked (accuracy, frozen-clip accuracy, predictions unchanged when the probe clips are frozen) and
-explained on the probe clips; (3) the scale and the recommendation. Nothing is written before the end, and the
-JSON last: Ctrl-C leaves no half-written calibration. Exit codes: 0 done (also when it refuses to recommend; the
-report says why), 2 bad input, 130 interrupted.
+Phases: (1) the static reference trains on frozen clips, (2) the motion reference on normal versus 3x speed (the
+windows that move); each trains until learned or ``--epochs`` is spent, keeps its best validation state and
+recovers from a collapse (:class:`~lightning_selrel.monitor.calibration.ReferenceSteward`), is then checked
+(accuracy, frozen-clip accuracy, predictions unchanged when the probe clips are frozen) and explained on the
+probe clips, drawn apart from the configured monitor's, at the monitor's settings; (3) the paired scale and the
+recommendation, chosen on one half of the probe clips and measured on the other. Nothing is written before the
+end, and the JSON last: Ctrl-C leaves no half-written calibration. Exit codes: 0 done (also when it refuses to
+recommend; the report says why), 2 bad input, 130 interrupted.
 """
 
 from __future__ import annotations

@@ -209,12 +209,11 @@ class SelectiveRelevanceMonitor(Callback):
                 target=self.target,
                 gradcam_layer=self.gradcam_layer,
             )
+            compared = {"normalisation": settings["normalisation"]}
+            if settings["gradcam_layer"] is not None:  # only the GradCAM family reads a layer
+                compared["gradcam_layer"] = settings["gradcam_layer"]
             try:
-                self.calibration.check(
-                    self.calibration_path,
-                    gradcam_layer=settings["gradcam_layer"],
-                    normalisation=settings["normalisation"],
-                )
+                self.calibration.check(self.calibration_path, **compared)
             except CalibrationError as error:
                 raise MisconfigurationException(f"SelectiveRelevanceMonitor: {error}") from None
         if stage == "fit":

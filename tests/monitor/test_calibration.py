@@ -126,7 +126,10 @@ def test_the_judge_refuses_references_that_did_not_do_their_job():
     good = {"motion": {"accuracy": 0.9}, "static": {"accuracy": 0.8, "classes": 4, "unchanged_frozen": 0.95}}
     assert cal.judge(good) is None
     lazy = {**good, "motion": {"accuracy": 0.6}}
-    assert "the motion reference did not learn its task" in cal.judge(lazy)
+    assert "the motion reference did not learn its task" in cal.judge(lazy) and "raise --epochs" in cal.judge(lazy)
+    history = {"best_epoch": 3, "history": [{"epoch": 3, "train_accuracy": 0.93}]}
+    memorised = {**good, "motion": {"accuracy": 0.61, "training": history}}
+    assert "it learned its training clips (0.93) but does not carry the task to new windows" in cal.judge(memorised)
     blind = {**good, "static": {"accuracy": 0.3, "classes": 4, "unchanged_frozen": 0.95}}
     assert "the static reference did not learn its task" in cal.judge(blind)
     moving = {**good, "static": {"accuracy": 0.8, "classes": 4, "unchanged_frozen": 0.5}}
@@ -256,6 +259,18 @@ def test_the_monitor_refuses_a_calibration_of_another_layer_or_normalisation(tmp
         SelectiveRelevanceMonitor(methods=["gradcam"], calibration=str(tmp_path), gradcam_layer="net.conv4b").setup(
             trainer, model, "validate"
         )
+    # A monitor of methods that read no layer does not compare it (the file still names the one gradcam read).
+    motion, static = _per_clip(0.6, 0.9)
+    both = cal.scale_of(
+        {"gradcam": motion["dtd"], "dtd": motion["dtd"]}, {"gradcam": static["dtd"], "dtd": static["dtd"]}
+    )
+    cal.write_outputs(
+        _calibration(
+            methods=["gradcam", "dtd"], scale=both, references={"motion": _ref(), "static": _ref(4)}, settings=settings
+        ),
+        tmp_path / "both",
+    )
+    SelectiveRelevanceMonitor(methods=["dtd"], calibration=str(tmp_path / "both")).setup(trainer, model, "validate")
     other = C3DClassifier(num_classes=4, width=4, fc_dim=8, clip_shape=(16, 16, 16), mean=(0, 0, 0), std=(1, 1, 1))
     with pytest.raises(MisconfigurationException, match=r"made at normalisation=.* these maps use normalisation="):
         SelectiveRelevanceMonitor(methods=["gradcam"], calibration=str(tmp_path)).setup(trainer, other, "validate")

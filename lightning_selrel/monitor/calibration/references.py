@@ -166,9 +166,17 @@ def judge(
     motion, static = references["motion"], references["static"]
     problems = []
     if not learned(motion["accuracy"], 2, gain):
+        seen = _training_accuracy(motion)
+        if seen is not None and learned(seen, 2, gain):
+            fix = (
+                f"it learned its training clips ({seen:.2f}) but does not carry the task to new windows: give it "
+                "more videos (scenes and natural speeds), not more epochs"
+            )
+        else:
+            fix = "raise --epochs or --train-clips"
         problems.append(
-            f"the motion reference did not learn its task (normal vs 3x speed: accuracy {motion['accuracy']:.2f}, "
-            f"needs {0.5 + gain * 0.5:.2f}); raise --epochs or --train-clips"
+            f"the motion reference did not learn its task (normal vs 3x speed: validation accuracy "
+            f"{motion['accuracy']:.2f}, needs {0.5 + gain * 0.5:.2f}); {fix}"
         )
     if not learned(static["accuracy"], static["classes"], gain):
         chance = 1.0 / static["classes"]
@@ -182,6 +190,16 @@ def judge(
             f"the probe clips when they are frozen (at most {1 - static_unchanged:.0%} allowed)"
         )
     return "; ".join(problems) if problems else None
+
+
+def _training_accuracy(reference: Mapping[str, Any]) -> float | None:
+    """The accuracy on its training clips at the kept epoch, from the steward's report (None when not recorded)."""
+    training = reference.get("training") or {}
+    best = training.get("best_epoch")
+    for row in training.get("history", []):
+        if row.get("epoch") == best:
+            return row.get("train_accuracy")
+    return None
 
 
 def reference_behaviour(model: torch.nn.Module, clips: Tensor, labels: Tensor, batch_size: int) -> dict[str, float]:

@@ -82,11 +82,12 @@ def report_markdown(calibration: Calibration) -> str:
     for name in ("motion", "static"):
         training = calibration.references[name].get("training")
         if training:
-            best = training.get("best_val_accuracy")
+            best, runs = training.get("best_val_accuracy"), training["epochs_run"]
+            kept = "-" if training.get("best_epoch") is None else training["best_epoch"] + 1
             lines.append(
-                f"- the {name} reference trained {training['epochs_run']} epochs ({training['stopped']}); kept epoch "
-                f"{'-' if training.get('best_epoch') is None else training['best_epoch'] + 1} (validation accuracy "
-                f"{_fmt(best, 3)}); {len(training.get('recoveries', []))} recoveries from a collapse"
+                f"- the {name} reference trained {runs} epoch{'' if runs == 1 else 's'} ({training['stopped']}); "
+                f"kept epoch {kept} (validation accuracy {_fmt(best, 3)}); "
+                f"{len(training.get('recoveries', []))} recoveries from a collapse"
             )
     settings = calibration.settings
     apart = calibration.probe.get("kept_apart_from")

@@ -156,7 +156,8 @@ class ReferenceSteward(Callback):
     def describe(self) -> str:
         """One line for the console: what the training did."""
         report = self.report
-        parts = [f"{report['epochs_run']} epochs, {report['stopped']}"]
+        runs = report["epochs_run"]
+        parts = [f"{runs} epoch{'' if runs == 1 else 's'}, {report['stopped']}"]
         if report["best_epoch"] is not None:
             parts.append(f"kept epoch {report['best_epoch'] + 1} (validation accuracy {self.best_accuracy:.3f})")
         for recovery in self.recoveries:
