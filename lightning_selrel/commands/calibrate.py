@@ -22,8 +22,6 @@ recommend; the report says why), 2 bad input, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import inspect
-import math
 import sys
 import time
 import warnings
@@ -126,60 +124,6 @@ def _check(args: argparse.Namespace) -> list[str]:
     return methods
 
 
-def _reference(model: pl.LightningModule, num_classes: int, class_names: list[str]) -> pl.LightningModule:
-    """A fresh model of the user's class and hyperparameters for ``num_classes``, initialised as the user's model
-    is (pretrained weights included), with the head re-initialised when its size differs."""
-    accepted = inspect.signature(type(model).__init__).parameters
-    hparams = {k: v for k, v in dict(model.hparams).items() if k in accepted}  # not the CLI's "_instantiator"
-    hparams.update(num_classes=num_classes, class_names=class_names)
-    factories = {
-        name: getattr(model, attribute)
-        for name, attribute in (("optimizer", "optimizer_factory"), ("scheduler", "scheduler_factory"))
-        if getattr(model, attribute, None) is not None
-    }
-    reference = type(model)(**hparams, **factories)
-    own = reference.state_dict()
-    shared = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
-    reference.load_state_dict(shared, strict=False)
-    return reference
-
-
-class _Loaders(pl.LightningDataModule):
-    def __init__(self, train: Any, val: Any, batch_size: int, num_workers: int) -> None:
-        super().__init__()
-        self._train, self._val, self.batch_size, self.num_workers = train, val, batch_size, num_workers
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self._train, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self._val, batch_size=self.batch_size, num_workers=self.num_workers)
-
-
-def _train(
-    reference: pl.LightningModule,
-    data: _Loaders,
-    steward: cal.ReferenceSteward,
-    args: argparse.Namespace,
-    progress: bool,
-) -> pl.LightningModule:
-    """Train up to ``--epochs``; the steward validates every epoch, stops once learned, keeps the best state and
-    recovers from a collapse (Lightning's validation stays on: the model's scheduler may step on it)."""
-    trainer = pl.Trainer(
-        max_epochs=args.epochs,
-        accelerator=args.accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        num_sanity_val_steps=0,
-        callbacks=[steward],
-    )
-    trainer.fit(reference, data)
-    return reference.eval()
-
-
 def _configured(fit_args: Sequence[str]) -> Any:
     """The user's model and data module, from the same configuration ``fit`` reads (not instantiated twice)."""
     with warnings.catch_warnings():  # the configuration comes as `args` while sys.argv holds `calibrate ...`
@@ -246,11 +190,13 @@ def _references(
     biases: dict[str, Any] = {}
     for step, (name, (task, classes, names, train, val)) in enumerate(phases.items(), start=1):
         _say(f"[{step}/3] the {name} reference: training on {task} ({len(train)} clips, up to {args.epochs} epochs)")
-        data = _Loaders(train, val, batch_size, workers)
+        data = cal.ReferenceData(train, val, batch_size, workers)
         loader = DataLoader(val, batch_size=batch_size, num_workers=workers)
         seen = DataLoader(cal.subset(train, len(val), args.seed + 1), batch_size=batch_size, num_workers=workers)
         steward = cal.ReferenceSteward(loader, classes, seen)
-        reference = _train(_reference(model, classes, names), data, steward, args, progress)
+        reference = cal.train_reference(
+            cal.reference_like(model, classes, names), data, steward, args.epochs, args.accelerator, progress
+        )
         device = next(reference.parameters()).device
         clips = probe_clips.to(device)
         labels = probe_labels if name == "static" else torch.zeros(len(probe_labels), dtype=torch.long)
@@ -327,7 +273,7 @@ def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
     refused = cal.judge(references)
     recommended = None if refused else cal.recommend(scale, args.min_separation)
     if recommended is None and refused is None:
-        refused = _why_no_setting(scale, args.min_separation)
+        refused = cal.why_none(scale, args.min_separation)
     result = cal.Calibration(
         methods=methods,
         clip_shape=[int(s) for s in probe_clips.shape[2:]],
@@ -397,29 +343,6 @@ def _probe_indices(val_set: Any, args: argparse.Namespace, monitor: _MonitorOpti
         )
     drawn = choose_indices(len(rest), args.probe_clips, args.seed, owner="calibrate")
     return [rest[i] for i in drawn], theirs
-
-
-def _why_no_setting(scale: dict[str, Any], minimum: float) -> str:
-    """Why :func:`~lightning_selrel.monitor.calibration.recommend` found nothing: the best setting of the
-    selection half and what the held-out half measured there."""
-    best = None
-    for method, rules in scale.items():
-        for rule, points in rules.items():
-            for key, point in points.items():
-                chosen = point["select"]["separation"]
-                if chosen is not None and math.isfinite(chosen) and (best is None or chosen > best[0]):
-                    best = (chosen, method, rule, key, point["held_out"]["separation"])
-    if best is None or best[0] < minimum:
-        widest = "-" if best is None else f"{best[0]:.2f}"
-        return (
-            f"no setting separates the references by the minimum of {minimum:g} on the selection half of the probe "
-            f"clips (widest {widest}); the references may not differ on these clips, or too few probe clips"
-        )
-    return (
-        f"the setting chosen on the selection half ({best[1]}, {best[2]}, n_std {best[3]}: separation {best[0]:.2f}) "
-        f"separates the references by {best[4]:.2f} on the held-out half, below the minimum of {minimum:g}: the "
-        "choice does not hold; more --probe-clips or a larger budget"
-    )
 
 
 def _report(result: Any, out: str, started: float) -> None:

@@ -52,12 +52,10 @@ from lightning_selrel.monitor.calibration import (
     Calibration,
     CalibrationError,
     load_calibration,
-    map_settings,
-    unusable,
 )
 from lightning_selrel.monitor.probe_set import ProbeSet, choose_indices, dataset_labels, load_probe, stage_dataset
 from lightning_selrel.monitor.writers import TensorBoardMedia
-from lightning_selrel.relevance.methods import MIN_TEMPORAL_CELLS, check_methods, check_model, temporal_cells
+from lightning_selrel.relevance.methods import check_methods, check_model
 from lightning_selrel.relevance.selective import THRESHOLDS, Threshold
 
 __all__ = ["SelectiveRelevanceMonitor", "DEFAULT_METHODS"]
@@ -150,11 +148,7 @@ class SelectiveRelevanceMonitor(Callback):
         if calibration is not None:
             self.calibration = load_calibration(calibration)
             self.calibration.check(self.calibration_path, signed=bool(signed), target=target)  # and refused ones
-            for method in methods:  # every setting this monitor uses must have been measured, and separate
-                point = self.calibration.point(method, threshold, n_std)
-                reason = unusable(point, self.calibration.min_separation)
-                if reason is not None:
-                    self.uncalibrated[method] = reason
+            self.uncalibrated = self.calibration.unusable_for(methods, threshold, n_std)  # measured, and separate?
         if flow_method not in FLOW_METHODS:
             raise ValueError(f"unknown flow_method {flow_method!r}; valid: {', '.join(FLOW_METHODS)}")
         for name, value, low in (
@@ -201,19 +195,8 @@ class SelectiveRelevanceMonitor(Callback):
         except ValueError as error:
             raise MisconfigurationException(f"SelectiveRelevanceMonitor: {error}") from None
         if self.calibration is not None:  # the layer and the normalisation are the model's
-            settings = map_settings(
-                pl_module,
-                self.methods,
-                clip_shape=self.calibration.clip_shape,
-                signed=self.signed,
-                target=self.target,
-                gradcam_layer=self.gradcam_layer,
-            )
-            compared = {"normalisation": settings["normalisation"]}
-            if settings["gradcam_layer"] is not None:  # only the GradCAM family reads a layer
-                compared["gradcam_layer"] = settings["gradcam_layer"]
             try:
-                self.calibration.check(self.calibration_path, **compared)
+                self.calibration.check_model(self.calibration_path, pl_module, self.methods, self.gradcam_layer)
             except CalibrationError as error:
                 raise MisconfigurationException(f"SelectiveRelevanceMonitor: {error}") from None
         if stage == "fit":
@@ -385,29 +368,17 @@ class SelectiveRelevanceMonitor(Callback):
         return probe
 
     def _check_resolution(self, pl_module: pl.LightningModule, probe: ProbeSet) -> None:
-        """GradCAM and gradcam_t on a layer with fewer than three time steps: their selective maps cannot show
-        change within the clip (the floor of the upsampling: a cam that purely appears reads spatial bias 1.00,
-        a random one 0.99), so their selective scores are not reported, and the monitor says once why."""
-        methods = [m for m in self.methods if m in ("gradcam", "gradcam_t")]
-        if not methods:
-            return
-        clip = torch.zeros(probe.clips.shape[1:], dtype=probe.clips.dtype, device=pl_module.device)
-        cells = temporal_cells(pl_module, clip, self.gradcam_layer)
-        for method in methods:
-            if cells < MIN_TEMPORAL_CELLS:
-                reason = (
-                    f"its layer resolves {cells} time step(s) of the {clip.shape[1]}-frame clips and the temporal "
-                    f"Sobel needs {MIN_TEMPORAL_CELLS}: its selective map cannot show motion within a clip"
+        """GradCAM and gradcam_t on a layer with fewer than three time steps report no selective scores
+        (:func:`.measuring.unresolved`); the monitor says once why."""
+        found = measuring.unresolved(pl_module, self.methods, probe.clips.shape[1:], self.gradcam_layer)
+        for method, reason in found.items():
+            if method not in self.unresolved:
+                rank_zero_warn(
+                    f"SelectiveRelevanceMonitor: no spatial bias, selectivity or selective precision for {method}: "
+                    f"{reason}; name an earlier layer with gradcam_layer (e.g. C3D's net.conv4b), or read "
+                    "guided_gradcam, whose map has the clip's resolution"
                 )
-                if method not in self.unresolved:
-                    rank_zero_warn(
-                        f"SelectiveRelevanceMonitor: no spatial bias, selectivity or selective precision for {method}: "
-                        f"{reason}; name an earlier layer with gradcam_layer (e.g. C3D's net.conv4b), or read "
-                        "guided_gradcam, whose map has the clip's resolution"
-                    )
-                self.unresolved[method] = reason
-            else:
-                self.unresolved.pop(method, None)
+        self.unresolved = found
 
     # -- media, tables, layout and HParams (rank 0; monitor/writers.py) ------------------------------
     def _write_layout(self, trainer: pl.Trainer) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +22,9 @@ from lightning_selrel.metrics.modules import MeanStd
 from lightning_selrel.monitor.calibration import Calibration, calibrated
 from lightning_selrel.monitor.probe_set import ProbeSet
 from lightning_selrel.relevance.measure import explain_selective
-from lightning_selrel.relevance.methods import method_options
+from lightning_selrel.relevance.methods import MIN_TEMPORAL_CELLS, method_options, temporal_cells
 
-__all__ = ["BASELINE_SCORES", "Settings", "compute", "gather", "log_behaviour", "measure", "put"]
+__all__ = ["BASELINE_SCORES", "Settings", "compute", "gather", "log_behaviour", "measure", "put", "unresolved"]
 
 #: The scores of the baseline map alone (motion precision by area and by mass against flow and exact masks).
 BASELINE_SCORES = frozenset(
@@ -47,6 +48,27 @@ class Settings:
     calibration: Calibration | None
     #: Methods whose maps have too few time steps for a selective map: only their baseline scores are reported.
     unresolved: frozenset[str] = frozenset()
+
+
+def unresolved(
+    pl_module: torch.nn.Module, methods: Sequence[str], clip_shape: Sequence[int], layer: str | None
+) -> dict[str, str]:
+    """Per method of GradCAM and gradcam_t whose layer resolves fewer time steps than the temporal Sobel spans
+    (three), why its selective map cannot show motion within a clip (the floor of the upsampling: a cam that
+    purely appears reads spatial bias 1.00, a random one 0.99). One forward pass of a blank clip of
+    ``clip_shape`` (C, T, H, W), the same on every rank."""
+    methods = [m for m in methods if m in ("gradcam", "gradcam_t")]
+    if not methods:
+        return {}
+    device = next(pl_module.parameters()).device
+    cells = temporal_cells(pl_module, torch.zeros(tuple(clip_shape), dtype=torch.uint8, device=device), layer)
+    if cells >= MIN_TEMPORAL_CELLS:
+        return {}
+    reason = (
+        f"its layer resolves {cells} time step(s) of the {clip_shape[1]}-frame clips and the temporal Sobel needs "
+        f"{MIN_TEMPORAL_CELLS}: its selective map cannot show motion within a clip"
+    )
+    return dict.fromkeys(methods, reason)
 
 
 def log_behaviour(values: dict[str, float], scores: dict[str, Tensor], device: torch.device) -> None:

@@ -58,8 +58,15 @@ from lightning_selrel.monitor.calibration.scale import (
     recommend,
     scale_of,
     unusable,
+    why_none,
 )
-from lightning_selrel.monitor.calibration.training import ReferenceSteward, evaluate
+from lightning_selrel.monitor.calibration.training import (
+    ReferenceData,
+    ReferenceSteward,
+    evaluate,
+    reference_like,
+    train_reference,
+)
 
 __all__ = [
     "CALIBRATION_VERSION",
@@ -72,6 +79,7 @@ __all__ = [
     "THRESHOLDS",
     "Calibration",
     "CalibrationError",
+    "ReferenceData",
     "ReferenceSteward",
     "FrozenClips",
     "SpeedClips",
@@ -89,9 +97,12 @@ __all__ = [
     "probe_loader",
     "recommend",
     "reference_behaviour",
+    "reference_like",
     "report_markdown",
     "scale_of",
     "subset",
+    "train_reference",
     "unusable",
+    "why_none",
     "write_outputs",
 ]

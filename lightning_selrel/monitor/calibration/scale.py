@@ -34,6 +34,7 @@ __all__ = [
     "recommend",
     "scale_of",
     "unusable",
+    "why_none",
 ]
 
 #: Version 2 records the settings the references were explained at and pairs the clips; version 1 files did not.
@@ -132,6 +133,25 @@ class Calibration:
                     "calibrate with the same settings (calibrate reads the monitor in your configuration) or drop "
                     "the calibration"
                 )
+
+    def unusable_for(self, methods: Sequence[str], threshold: str, n_std: float) -> dict[str, str]:
+        """Per method, why this calibration gives no value at ``threshold`` and ``n_std`` (:func:`unusable`);
+        raises :class:`CalibrationError` where the setting was not measured."""
+        reasons = {m: unusable(self.point(m, threshold, n_std), self.min_separation) for m in methods}
+        return {m: reason for m, reason in reasons.items() if reason is not None}
+
+    def check_model(
+        self, where: str, model: torch.nn.Module, methods: Sequence[str], gradcam_layer: str | None
+    ) -> None:
+        """Refuse this calibration for ``model``'s maps when its input normalisation, or the GradCAM family's layer
+        (only where ``methods`` use the family), differs from what the references were explained with."""
+        settings = map_settings(
+            model, methods, clip_shape=self.clip_shape, signed=False, target="predicted", gradcam_layer=gradcam_layer
+        )
+        compared = {"normalisation": settings["normalisation"]}
+        if settings["gradcam_layer"] is not None:
+            compared["gradcam_layer"] = settings["gradcam_layer"]
+        self.check(where, **compared)
 
 
 def _comparable(value: Any) -> Any:
@@ -360,3 +380,26 @@ def recommend(scale: Mapping[str, Any], minimum: float = MIN_SEPARATION) -> dict
     if best is None or unusable(best, minimum) is not None:
         return None
     return best
+
+
+def why_none(scale: Mapping[str, Any], minimum: float = MIN_SEPARATION) -> str:
+    """Why :func:`recommend` found nothing: the best setting of the selection half and what the held-out half
+    measured there."""
+    best = None
+    for method, rules in scale.items():
+        for rule, points in rules.items():
+            for key, point in points.items():
+                chosen = point["select"]["separation"]
+                if chosen is not None and math.isfinite(chosen) and (best is None or chosen > best[0]):
+                    best = (chosen, method, rule, key, point["held_out"]["separation"])
+    if best is None or best[0] < minimum:
+        widest = "-" if best is None else f"{best[0]:.2f}"
+        return (
+            f"no setting separates the references by the minimum of {minimum:g} on the selection half of the probe "
+            f"clips (widest {widest}); the references may not differ on these clips, or too few probe clips"
+        )
+    return (
+        f"the setting chosen on the selection half ({best[1]}, {best[2]}, n_std {best[3]}: separation {best[0]:.2f}) "
+        f"separates the references by {best[4]:.2f} on the held-out half, below the minimum of {minimum:g}: the "
+        "choice does not hold; more --probe-clips or a larger budget"
+    )

@@ -14,6 +14,7 @@ divides its learning rate by ``lr_drop``, at most ``max_recoveries`` times. What
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 import pytorch_lightning as pl
@@ -21,7 +22,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader
 
-__all__ = ["ReferenceSteward", "evaluate"]
+__all__ = ["ReferenceData", "ReferenceSteward", "evaluate", "reference_like", "train_reference"]
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader, transform=None) -> tuple[float, int]:
@@ -167,3 +168,60 @@ class ReferenceSteward(Callback):
                 f"learning rate {', '.join(f'{r:.2g}' for r in recovery['lr'])}"
             )
         return "; ".join(parts)
+
+
+def reference_like(model: pl.LightningModule, num_classes: int, class_names: list[str]) -> pl.LightningModule:
+    """A fresh model of the user's class and hyperparameters for ``num_classes``, initialised as the user's model
+    is (pretrained weights included), with the head re-initialised when its size differs."""
+    accepted = inspect.signature(type(model).__init__).parameters
+    hparams = {k: v for k, v in dict(model.hparams).items() if k in accepted}  # not the CLI's "_instantiator"
+    hparams.update(num_classes=num_classes, class_names=class_names)
+    factories = {
+        name: getattr(model, attribute)
+        for name, attribute in (("optimizer", "optimizer_factory"), ("scheduler", "scheduler_factory"))
+        if getattr(model, attribute, None) is not None
+    }
+    reference = type(model)(**hparams, **factories)
+    own = reference.state_dict()
+    shared = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
+    reference.load_state_dict(shared, strict=False)
+    return reference
+
+
+class ReferenceData(pl.LightningDataModule):
+    """A reference's training and validation clips as a data module."""
+
+    def __init__(self, train: Any, val: Any, batch_size: int, num_workers: int) -> None:
+        super().__init__()
+        self._train, self._val, self.batch_size, self.num_workers = train, val, batch_size, num_workers
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self._train, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self._val, batch_size=self.batch_size, num_workers=self.num_workers)
+
+
+def train_reference(
+    reference: pl.LightningModule,
+    data: ReferenceData,
+    steward: ReferenceSteward,
+    epochs: int,
+    accelerator: str = "auto",
+    progress: bool = False,
+) -> pl.LightningModule:
+    """Train up to ``epochs``; the steward validates every epoch, stops once learned, keeps the best state and
+    recovers from a collapse (Lightning's validation stays on: the model's scheduler may step on it)."""
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        callbacks=[steward],
+    )
+    trainer.fit(reference, data)
+    return reference.eval()
