@@ -330,7 +330,8 @@ def _probe_indices(val_set: Any, args: argparse.Namespace, monitor: _MonitorOpti
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the monitor says so itself when it has fewer clips than it asks for
         theirs = choose_indices(size, monitor.num_clips, monitor.seed, labels=labels, per_class=monitor.per_class)
-    rest = [i for i in range(size) if i not in set(theirs)]
+    monitored = set(theirs)
+    rest = [i for i in range(size) if i not in monitored]
     if len(rest) < 3:
         _say(
             f"only {len(rest)} validation clips are not the monitor's {len(theirs)}: the probe clips overlap the "

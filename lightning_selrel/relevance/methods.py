@@ -279,14 +279,18 @@ MIN_TEMPORAL_CELLS = 3
 
 def temporal_cells(model: nn.Module, clip: Tensor, layer: nn.Module | str | None = None) -> int:
     """How many time steps the GradCAM family's layer (:func:`resolve_layer`) resolves for clips like ``clip``
-    (C, T, H, W): one forward pass without gradient, reading the layer's output shape."""
+    (C, T, H, W): one forward pass without gradient and in eval mode (BatchNorm's statistics stay as they are),
+    reading the layer's output shape; the model's mode is restored."""
     seen: list[int] = []
     handle = resolve_layer(model, layer).register_forward_hook(lambda m, i, out: seen.append(int(out.shape[2])))
+    was_training = model.training
     try:
+        model.eval()
         with torch.no_grad():
             model(clip[None])
     finally:
         handle.remove()
+        model.train(was_training)
     return seen[0]
 
 

@@ -385,3 +385,13 @@ def test_method_options_give_the_layer_to_the_gradcam_family_only():
         assert method_options(method, layer="net.conv5b") == expected
         assert method_options(method, layer=conv) == ({"layer": conv} if method in GRADCAM_FAMILY else {})
         assert method_options(method, layer=None) == {} == method_options(method, layer="")
+
+
+def test_temporal_cells_reads_the_layer_in_eval_mode_and_restores_the_model():
+    from lightning_selrel.relevance.methods import temporal_cells
+
+    model = C3DClassifier(num_classes=3, width=4, fc_dim=8, clip_shape=(16, 16, 16), arch="r3d_18").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    clip = torch.zeros(3, 16, 16, 16, dtype=torch.uint8)
+    assert temporal_cells(model, clip) == 2 and temporal_cells(model, clip, "net.layer2") == 8
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -82,7 +82,7 @@ class SpeedClips(Dataset):
         min_motion: Grey levels (0-255) by which the fast clip's frame difference must differ from the normal
             one's; 0 keeps every window.
         train: Draw again at access (training) instead of choosing the moving windows once (evaluation).
-        tries: Draws per item in training before moving on to the next long clip.
+        tries: Draws per item in training before moving on to the next long clip (and how many next ones).
     """
 
     def __init__(
@@ -126,13 +126,15 @@ class SpeedClips(Dataset):
             return self._pair(position)[label], label
         size = len(self.kept)
         pair = None
-        for step in range(size):  # this long clip first, then the next ones
+        # this long clip ``tries`` times (a new random window each), then the next ``tries`` ones once each: at
+        # most 2 x tries decodings per item, however still the training set is
+        for step in range(min(size, self.tries + 1)):
             for _ in range(self.tries if step == 0 else 1):
                 pair = self._pair(self.kept[(position + step) % size])
                 if self._moves(*pair):
                     return pair[label], label
         assert pair is not None
-        return pair[label], label  # nothing in the training set moves: the judge will say the task was not learned
+        return pair[label], label  # nothing near moves: kept (label noise; the judge says if the task was not learned)
 
 
 def motion_energy(clip: Tensor) -> float:
