@@ -137,8 +137,8 @@ def measure(
                 continue
             result = compute(MeanStd(), device, per_clip)
             put(values, tags.method_tag(method, name), result["mean"], result["std"])
-            if name == "spatial_bias":  # NaN exactly where the baseline map has no positive relevance
-                values[tags.method_tag(method, "no_relevance")] = share(result["skipped"], result["count"])
+        nothing = (~(rel > 0).flatten(1).any(dim=1)).to(torch.float64)  # (N,): no positive baseline relevance
+        values[tags.method_tag(method, "no_relevance")] = mean_or_zero(compute(MeanStd(), device, nothing))
         empty = ((sel > 0).flatten(1).sum(1) == 0).to(torch.float64)  # (N,): the selective map is empty
         share_empty = mean_or_zero(compute(MeanStd(), device, empty))
         if method not in settings.unresolved:
@@ -208,8 +208,3 @@ def put(values: dict[str, float], name: str, mean: Tensor, std: Tensor) -> None:
 def mean_or_zero(result: dict[str, Tensor]) -> float:
     """The mean of a :class:`MeanStd` result, 0.0 when no rank had a sample."""
     return float(result["mean"]) if not torch.isnan(result["mean"]) else 0.0
-
-
-def share(skipped: Tensor, count: Tensor) -> float:
-    """The fraction of clips a metric skipped (0.0 when there were none at all)."""
-    return float(skipped) / max(float(skipped + count), 1.0)

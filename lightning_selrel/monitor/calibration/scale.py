@@ -23,6 +23,7 @@ __all__ = [
     "CALIBRATION_VERSION",
     "DEFAULT_GRID",
     "MIN_SEPARATION",
+    "SETTINGS",
     "THRESHOLDS",
     "Calibration",
     "CalibrationError",
