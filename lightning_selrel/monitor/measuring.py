@@ -122,27 +122,26 @@ def measure(
             logits[: settings.num_videos],
         )
         scores = clip_scores(rel, sel, flow=flow, exact=exact, core_mass=settings.core_mass)
-        if method in settings.unresolved:  # the selective map has no meaning: baseline scores only
+        resolved = method not in settings.unresolved
+        if resolved:
+            bias[method] = scores["spatial_bias"]
+        else:  # the selective map has no meaning: baseline scores only
             scores = {k: v for k, v in scores.items() if k in BASELINE_SCORES}
-            scores["spatial_bias"] = torch.full((rel.shape[0],), math.nan, dtype=torch.float64, device=rel.device)
-        bias[method] = scores["spatial_bias"]
-        if settings.calibration is not None:
+            bias[method] = torch.full((rel.shape[0],), math.nan, dtype=torch.float64, device=rel.device)
+        if settings.calibration is not None and resolved:
             point = settings.calibration.point(method, settings.threshold, settings.n_std)
             minimum = settings.calibration.min_separation
             # NaN stays NaN, and a setting where the references do not separate gives NaN: nothing is logged
             values_on_scale = [calibrated(b, point, minimum) for b in scores["spatial_bias"].tolist()]
             scores[tags.CALIBRATED] = torch.tensor(values_on_scale, dtype=torch.float64, device=rel.device)
         for name, per_clip in scores.items():
-            if method in settings.unresolved and name not in BASELINE_SCORES:
-                continue
             result = compute(MeanStd(), device, per_clip)
             put(values, tags.method_tag(method, name), result["mean"], result["std"])
         nothing = (~(rel > 0).flatten(1).any(dim=1)).to(torch.float64)  # (N,): no positive baseline relevance
         values[tags.method_tag(method, "no_relevance")] = mean_or_zero(compute(MeanStd(), device, nothing))
-        empty = ((sel > 0).flatten(1).sum(1) == 0).to(torch.float64)  # (N,): the selective map is empty
-        share_empty = mean_or_zero(compute(MeanStd(), device, empty))
-        if method not in settings.unresolved:
-            values[tags.method_tag(method, "selective_no_relevance")] = share_empty
+        if resolved:  # every rank has the same unresolved methods: the sync below is skipped on all or none
+            empty = ((sel > 0).flatten(1).sum(1) == 0).to(torch.float64)  # (N,): the selective map is empty
+            values[tags.method_tag(method, "selective_no_relevance")] = mean_or_zero(compute(MeanStd(), device, empty))
         # Clips are explained together, a batch at a time: a clip's cost is its batch's divided by its
         # clips, so a spread over clips would be a constant. Only the mean is logged.
         for name, samples in zip(tags.TIMINGS, (explain_ms, selective_ms), strict=True):

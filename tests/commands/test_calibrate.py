@@ -51,6 +51,9 @@ def _one_line(capsys) -> str:
         (["--methods", "dtd", "nope"], "--methods: unknown explanation method(s) ['nope']"),
         (["--epochs=0"], "--epochs 0: must be at least 1"),
         (["--data=test_calibrate.NoLongClips"], "NoLongClips has no long_clips(stage, factor)"),
+        (["--min-separation=0"], "--min-separation 0.0: must be positive"),
+        (["--min-motion=-1"], "--min-motion -1.0: must be >= 0"),
+        (["--min-motion=1000"], "none of the 2 validation windows moves enough for the speed task"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path):

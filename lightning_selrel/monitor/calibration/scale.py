@@ -31,6 +31,7 @@ __all__ = [
     "halves",
     "load_calibration",
     "map_settings",
+    "normalisation_of",
     "per_clip_bias",
     "recommend",
     "scale_of",
@@ -146,12 +147,9 @@ class Calibration:
     ) -> None:
         """Refuse this calibration for ``model``'s maps when its input normalisation, or the GradCAM family's layer
         (only where ``methods`` use the family), differs from what the references were explained with."""
-        settings = map_settings(
-            model, methods, clip_shape=self.clip_shape, signed=False, target="predicted", gradcam_layer=gradcam_layer
-        )
-        compared = {"normalisation": settings["normalisation"]}
-        if settings["gradcam_layer"] is not None:
-            compared["gradcam_layer"] = settings["gradcam_layer"]
+        compared: dict[str, Any] = {"normalisation": normalisation_of(model)}
+        if any(m in GRADCAM_FAMILY for m in methods):
+            compared["gradcam_layer"] = layer_name(model, gradcam_layer)
         self.check(where, **compared)
 
 
@@ -180,17 +178,22 @@ def map_settings(
     dotted name in ``model`` (None when no such method is used), the input normalisation by the model's
     ``normalize`` module's ``mean`` and ``std`` (None when it has none)."""
     uses_layer = any(m in GRADCAM_FAMILY for m in methods)
-    normalize = getattr(model, "normalize", None)
-    normalisation = None
-    if isinstance(getattr(normalize, "mean", None), Tensor) and isinstance(getattr(normalize, "std", None), Tensor):
-        normalisation = {"mean": normalize.mean.flatten().tolist(), "std": normalize.std.flatten().tolist()}
     return {
         "clip_shape": [int(s) for s in clip_shape],
         "signed": bool(signed),
         "target": str(target),
         "gradcam_layer": layer_name(model, gradcam_layer) if uses_layer else None,
-        "normalisation": normalisation,
+        "normalisation": normalisation_of(model),
     }
+
+
+def normalisation_of(model: torch.nn.Module) -> dict[str, list[float]] | None:
+    """The model's input normalisation, its ``normalize`` module's ``mean`` and ``std`` (None when it has none)."""
+    normalize = getattr(model, "normalize", None)
+    mean, std = getattr(normalize, "mean", None), getattr(normalize, "std", None)
+    if isinstance(mean, Tensor) and isinstance(std, Tensor):
+        return {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+    return None
 
 
 def _key(n_std: float) -> str:
