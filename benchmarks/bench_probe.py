@@ -41,7 +41,7 @@ import torch
 
 from lightning_selrel import C3DClassifier, MotionContextDataset, available_methods, explain_with_logits, motion_mask
 from lightning_selrel.commands import main
-from lightning_selrel.metrics.functional import clip_scores, selectivity
+from lightning_selrel.metrics.functional import clip_scores, mask_iou, selectivity
 from lightning_selrel.monitor.behaviour import BEHAVIOUR, behaviour
 from lightning_selrel.relevance.methods import GRADCAM_FAMILY
 from lightning_selrel.relevance.selective import THRESHOLDS, selective_relevance
@@ -143,7 +143,8 @@ def tables(results: dict, n_std: float) -> str:
         lines += [
             f"**{variant}** (val/acc motion {acc['motion']:.3f}, context {acc['context']:.3f}; flow marks "
             f"{result['flow_share']:.0%} of voxels as moving, the exact masks {result['moving_share']:.0%}, IoU "
-            f"{result.get('flow_iou', float('nan')):.2f}), "
+            f"{result.get('flow_iou', float('nan')):.2f} pooled, "
+            f"{result.get('flow_iou_per_clip', float('nan')):.2f} per clip), "
             f"n_std = {n_std:g}, motion model / context model:",
             "",
             "| method | rule | spatial bias | separation | mask mass precision | selective mask mass precision "
@@ -230,7 +231,8 @@ def run(
         flows = torch.stack([motion_mask(dataset[i][0], threshold=flow_threshold) for i in indices])
         result["moving_share"] = float(masks.float().mean())
         result["flow_share"] = float(flows.float().mean())
-        result["flow_iou"] = float((flows & masks).sum() / (flows | masks).sum())
+        result["flow_iou"] = float((flows & masks).sum() / (flows | masks).sum())  # pooled over the probe clips
+        result["flow_iou_per_clip"] = float(mask_iou(flows, masks).nanmean())  # the monitor's selrel/probe/flow_iou
         results[variant] = result
         print(f"{variant}: done", flush=True)
     return results

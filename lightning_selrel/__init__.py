@@ -3,9 +3,10 @@
 Data flows one way, and each step is a subpackage; a module imports only from the folders before it (a test
 builds the import graph and fails on a circle or an upward import)::
 
-    files -> data -> models -> relevance -> metrics -> monitor -> commands
+    files -> data -> mitigation -> models -> relevance -> metrics -> monitor -> commands
 
 - :mod:`~lightning_selrel.data`: frames, the built-in motion/context clips, UCF-101, the frame cache;
+- :mod:`~lightning_selrel.mitigation`: static-bias mitigations during training (StillMix, background erasing);
 - :mod:`~lightning_selrel.models`: C3D, R3D-18 / R(2+1)D-18, weights, the classifier, checkpoints;
 - :mod:`~lightning_selrel.relevance`: explanation methods, DTD (graph walk and rules), the selective step;
 - :mod:`~lightning_selrel.metrics`: motion masks from optical flow, the scores against motion, their tags;
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "C3D": "models.c3d",
     "C3DClassifier": "models.classifier",
+    "ClipPredictionWriter": "models.predictions",
     "MotionContextDataModule": "data.synthetic",
     "MotionContextDataset": "data.synthetic",
     "UCF101DataModule": "data.ucf101.datamodule",
@@ -47,10 +49,13 @@ _EXPORTS: dict[str, str] = {
     "selectivity": "metrics.functional",
     "spatial_bias": "metrics.functional",
     "SelectiveRelevanceMonitor": "monitor.callback",
+    "StaticBiasMitigation": "mitigation.callback",
     "available_methods": "relevance.methods",
     "check_methods": "relevance.methods",
     "explain": "relevance.methods",
     "explain_with_logits": "relevance.methods",
+    "explain_video": "commands.notebook",
+    "calibrate": "commands.notebook",
     "register_method": "relevance.methods",
     "motion_mask": "metrics.flow",
     "optical_flow": "metrics.flow",

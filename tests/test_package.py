@@ -14,7 +14,7 @@ PACKAGE = REPO / "lightning_selrel"
 
 #: The folders in the order data flows; a module may import from its own folder and the folders before it.
 #: Top-level modules (files, _lazy, _compat) are the foundation every folder may use.
-LAYERS = ("data", "models", "relevance", "metrics", "monitor", "commands")
+LAYERS = ("data", "mitigation", "models", "relevance", "metrics", "monitor", "commands")
 
 
 def _module_name(path: Path) -> str:

@@ -358,6 +358,9 @@ def _report(result: Any, out: str, started: float) -> None:
             f"{recommended['selection_separation']:.2f}; on the other half gap {recommended['gap']:.3f}, separation "
             f"{recommended['separation']:.2f})"
         )
+    if 4.0 in result.n_std_grid:  # the paper's n: a method that orders the references wrongly there is flagged
+        for reason in cal.cannot_tell(result, 4.0).values():
+            _say(f"warning: {reason}")
     print(f"calibrate: wrote {', '.join(str(p) for p in written.values())} in {cal.elapsed(started)}")
 
 

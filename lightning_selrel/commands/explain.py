@@ -53,7 +53,7 @@ from lightning_selrel.models.checkpoint import CheckpointError, load_classifier
 from lightning_selrel.relevance.methods import available_methods, check_methods, check_model
 from lightning_selrel.relevance.selective import THRESHOLDS
 
-__all__ = ["ExplainError", "build_parser", "main"]
+__all__ = ["ExplainError", "build_parser", "main", "resolve_target", "run"]
 
 
 class ExplainError(RuntimeError):
@@ -128,6 +128,12 @@ def build_parser(prog: str = "python -m lightning_selrel explain") -> argparse.A
         help="selective threshold rule: std (the paper's n-std of the edge map) or mad (robust to widespread "
         "change such as camera motion); default std",
     )
+    parser.add_argument(
+        "--target",
+        metavar="CLASS",
+        help="explain this class (an index, or a name of the checkpoint's classes) in every window instead of the "
+        "predicted one; the report gives both",
+    )
     parser.add_argument("--stride", type=int, help="offline: frames between window starts (default: clip length)")
     parser.add_argument(
         "--resize", type=int, nargs=2, metavar=("H", "W"), help="resize frames to exactly H x W, then centre-crop"
@@ -173,7 +179,7 @@ def main(
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
-        return _run(args, on_window)
+        return run(args, on_window)
     except (ExplainError, StreamError, CheckpointError, FramePrepError) as error:
         print(f"explain: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
@@ -221,6 +227,42 @@ def _check_args(args: argparse.Namespace) -> list[str]:
     if not (args.out or args.json or args.show):
         raise ExplainError("nothing to write: pass --out FILE.mp4 (or .gif), --json FILE.json and/or --show")
     return methods
+
+
+def _num_classes(model: torch.nn.Module) -> int | None:
+    """The classifier's number of classes where it says (its hyperparameters, else its last Linear layer)."""
+    hparams = getattr(model, "hparams", None) or {}
+    if isinstance(hparams.get("num_classes"), int):
+        return int(hparams["num_classes"])
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return int(linear[-1].out_features) if linear else None
+
+
+def resolve_target(value: str | None, class_names: Sequence[str] | None, num_classes: int | None) -> int | None:
+    """``--target``: a class index, or a name of ``class_names`` (exact, then case-insensitive); None: the prediction.
+
+    Raises:
+        ValueError: Naming the valid indices and a few of the names.
+    """
+    if value is None:
+        return None
+    names = list(class_names or [])
+    count = num_classes if num_classes is not None else len(names) or None
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if index < 0 or (count is not None and index >= count):
+            raise ValueError(f"class index out of range: the checkpoint has classes 0 to {(count or 1) - 1}")
+        return index
+    for candidates in (names, [n.lower() for n in names]):
+        key = text if candidates is names else text.lower()
+        if key in candidates:
+            return candidates.index(key)
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    raise ValueError(
+        f"no class of that name; pass an index 0 to {(count or 1) - 1}"
+        + (f" or one of the checkpoint's names ({shown})" if names else " (the checkpoint has no class names)")
+    )
 
 
 def _check_writable(option: str, path: Path) -> None:
@@ -290,6 +332,7 @@ def _report_head(
         "clip_shape": list(clip_shape),
         "class_names": list(loaded.class_names),
         "methods": methods,
+        "target": "predicted" if args.target is None else args.target,
         "n_std": args.n_std,
         "threshold": args.threshold,
         "flow": {"method": args.flow, "threshold": args.flow_threshold},
@@ -358,7 +401,8 @@ def _explain_to_outputs(
     return body, warnings
 
 
-def _run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] | None) -> int:
+def run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """The command on parsed ``args``; raises its errors (:func:`main` prints them as one line)."""
     methods = _check_args(args)
     device = _device(args.device)
     if args.threads:
@@ -393,6 +437,11 @@ def _run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] |
             f"--stride {stride}: at most the model's clip length {clip_shape[0]}: every frame must be explained"
         )
     flow = None if args.flow == "none" else args.flow
+    try:
+        target = resolve_target(args.target, loaded.class_names, _num_classes(model))
+    except ValueError as error:
+        capture.release()
+        raise ExplainError(f"--target {args.target}: {error}") from None
     explainer = WindowExplainer(
         model,
         methods,
@@ -404,6 +453,7 @@ def _run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] |
         class_names=loaded.class_names,
         layer=args.layer,
         panel_size=args.panel_size,
+        target=target,
     )
     outputs = Outputs(show=args.show, status=StatusLine(None if args.quiet else sys.stderr))
     report = _report_head(args, loaded, source, prep, clip_shape, methods, fps, pace if live else None, stride)

@@ -60,6 +60,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 # a config's own `callbacks:` list replaces it, and `callbacks+:` presets add to it.
 MONITOR = "lightning_selrel.SelectiveRelevanceMonitor"
 CALLBACK_DEFAULTS: list[dict[str, Any]] = [{"class_path": MONITOR}]
+#: What ``predict`` adds when the configuration has no prediction writer.
+PREDICTION_WRITER = "lightning_selrel.ClipPredictionWriter"
 
 
 #: Set to 1 to see the traceback of a configuration error instead of its one line.
@@ -230,6 +232,9 @@ class SelrelCLI(LightningCLI):
                 init_args=Namespace(save_dir=config.trainer.default_root_dir or os.getcwd(), default_hp_metric=False),
             )
         callbacks = config.trainer.callbacks
+        if self.subcommand == "predict" and not any("PredictionWriter" in _class_path(c) for c in callbacks or []):
+            # predict keeps what it predicts: one row per clip in the run's folder (a writer of the config's wins)
+            callbacks = config.trainer.callbacks = [*(callbacks or []), Namespace(class_path=PREDICTION_WRITER)]
         if not isinstance(callbacks, list):
             return
         monitors = [i for i, c in enumerate(callbacks) if _class_path(c).endswith("SelectiveRelevanceMonitor")]

@@ -51,6 +51,7 @@ class WindowExplainer:
     class_names: Sequence[str] | None = None  # default: the model's, else class indices
     layer: str | None = None  # the GradCAM family's layer (default: the one the model declares, else its last Conv3d)
     panel_size: int = 240  # panel height in pixels, drawn on the source frames; 0: the model's input, enlarged
+    target: int | None = None  # the class explained in every window (None: the predicted one)
 
     def __post_init__(self) -> None:
         if self.clip_shape is None:
@@ -97,7 +98,9 @@ class WindowExplainer:
         rows = []
         for method in self.methods:
             options = method_options(method, layer=self.layer)
-            result = explain_selective(self.model, batch, method, n_std=self.n_std, threshold=self.threshold, **options)
+            result = explain_selective(
+                self.model, batch, method, self.target, n_std=self.n_std, threshold=self.threshold, **options
+            )
             rel, sel = result.relevance[0].cpu(), result.selective[0].cpu()  # (T, H, W)
             if record["prediction"] is None:
                 probability, index = result.logits[0].softmax(dim=-1).max(dim=-1)
@@ -107,6 +110,13 @@ class WindowExplainer:
                     "name": names[int(index)] if int(index) < len(names) else str(int(index)),
                     "probability": float(probability),
                 }
+                if self.target is not None:  # the class the maps explain, when it is not the prediction
+                    chosen = int(self.target)
+                    record["explained"] = {
+                        "index": chosen,
+                        "name": names[chosen] if chosen < len(names) else str(chosen),
+                        "probability": float(result.logits[0].softmax(dim=-1)[chosen]),
+                    }
             scores = clip_scores(rel[None], sel[None], flow=motion[None] if motion is not None else None)
             timing = dict(zip(TIMINGS, (result.explain_ms, result.selective_ms), strict=True))
             record["methods"][method] = {  # a score the window has no ground truth for is None (JSON null)
@@ -115,6 +125,8 @@ class WindowExplainer:
             }
             pred = record["prediction"]
             title = f"{pred['name']} ({pred['probability']:.2f}) | frames {first}-{record['end']} | n={self.n_std:g}"
+            if "explained" in record:
+                title += f" | explaining {record['explained']['name']}"
             labels = ("input", method, "selective")
             rows.append(render_panels(clip, rel, sel, title=title, labels=labels, display=display))
         return record, np.concatenate(rows, axis=1)  # (T, rows * H', W', 3)

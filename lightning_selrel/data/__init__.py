@@ -3,6 +3,8 @@
 - :mod:`~lightning_selrel.data.frames`: decoding, loop padding, resize and centre crop (one geometry for
   training and inference);
 - :mod:`~lightning_selrel.data.synthetic`: the built-in motion/context clips, with exact motion masks;
+- :mod:`~lightning_selrel.data.conflict`: cue-conflict clips (motion one class, context another), the interface
+  a data module offers them by;
 - :mod:`~lightning_selrel.data.clips`: clips of a list of video files (the train and evaluation transforms);
 - :mod:`~lightning_selrel.data.ucf101`: UCF-101's split files and its data module;
 - :mod:`~lightning_selrel.data.cache`: a memory-mapped cache of decoded videos.
@@ -16,6 +18,7 @@ from lightning_selrel._lazy import lazy_exports
 
 _EXPORTS = {
     "ClipParams": ".synthetic",
+    "ConflictClips": ".conflict",
     "Cue": ".synthetic",
     "MotionContextDataModule": ".synthetic",
     "MotionContextDataset": ".synthetic",

@@ -10,6 +10,11 @@ class:
 - ``"context"``: the orientation and colour of the background. The objects still move, but their
   direction is drawn independently of the class, so only static context predicts it.
 - ``"both"``: the two agree, as in real datasets (a pool and a swimming motion).
+- ``"conflict"``: the two disagree (cue-conflict clips, as Geirhos et al. 2019's shape-vs-texture images for
+  image models): the objects move in the direction of the clip's class (its label), the background shows
+  another class, ``context_label``, drawn from a stream of its own. Everything else is the same draw as
+  ``"both"``'s clip of that index, so a conflict clip is its ``"both"`` twin with another background. These
+  clips test behaviour (:meth:`MotionContextDataModule.conflict_clips`); they are not for training.
 
 Two options make the clips look more like real footage, where the selective threshold and optical
 flow are harder pressed (both off by default):
@@ -34,17 +39,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_selrel.data.conflict import ConflictClips
+
 __all__ = ["Cue", "MotionContextDataset", "MotionContextDataModule", "ClipParams"]
 
-Cue = Literal["motion", "context", "both"]
-_CUES = ("motion", "context", "both")
+Cue = Literal["motion", "context", "both", "conflict"]
+_CUES = ("motion", "context", "both", "conflict")
 _SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -59,6 +66,8 @@ class ClipParams:
         bg_orientation: Orientation of the background grating in radians, in [0, pi).
         bg_hue: Hue of the background in [0, 1).
         camera: Camera velocity (dx, dy) in pixels per frame; (0, 0) without ``camera_speed``.
+        context_label: The class the background shows: ``label`` for the cues ``"context"`` and ``"both"``,
+            another class for ``"conflict"``, None for ``"motion"`` (a random background).
     """
 
     label: int
@@ -67,6 +76,7 @@ class ClipParams:
     bg_orientation: float
     bg_hue: float
     camera: tuple[float, float] = (0.0, 0.0)
+    context_label: int | None = None
 
 
 def _hue_to_rgb(hue: float, saturation: float, value: float) -> np.ndarray:
@@ -97,7 +107,8 @@ class MotionContextDataset(Dataset):
         num_classes: Number of classes (at least 4). Class k moves in direction ``2 pi k / K`` and/or
             shows a background grating at orientation ``pi k / K`` with hue ``k / K``.
         clip_shape: (T, H, W) of every clip; T >= 2.
-        cue: What carries the class: ``"motion"``, ``"context"`` or ``"both"``.
+        cue: What carries the class: ``"motion"``, ``"context"`` or ``"both"``; ``"conflict"`` for cue-conflict
+            clips (motion shows the label, the background another class: see :meth:`params`).
         noise: Standard deviation of per-frame Gaussian pixel noise, in pixel levels (0-255).
         num_objects: Moving squares per clip (all move in the clip's direction).
         speed: Range (low, high) of object speed in pixels per frame.
@@ -157,6 +168,23 @@ class MotionContextDataset(Dataset):
     def __len__(self) -> int:
         return self.size
 
+    def like(self, **changes: Any) -> MotionContextDataset:
+        """The same scenes with some options changed (``clip_shape=``, ``cue=``, ...): every other draw stays."""
+        options = dict(
+            size=self.size,
+            num_classes=self.num_classes,
+            clip_shape=self.clip_shape,
+            cue=self.cue,
+            noise=self.noise,
+            num_objects=self.num_objects,
+            speed=self.speed,
+            seed=self.seed,
+            split=self.split,
+            camera_speed=self.camera_speed,
+            object_size=self.object_size,
+        )
+        return MotionContextDataset(**{**options, **changes})
+
     @property
     def labels(self) -> list[int]:
         """The class of every clip, without rendering any (clip ``i`` is of class ``i % num_classes``)."""
@@ -177,6 +205,14 @@ class MotionContextDataset(Dataset):
         angle = np.random.default_rng([self.seed, _SPLITS[self.split], index, 1]).uniform(0.0, 2 * math.pi)
         return self.camera_speed * math.cos(angle), self.camera_speed * math.sin(angle)
 
+    def _context_class(self, index: int, label: int) -> int:
+        """The class the background shows: the label, or for ``"conflict"`` another class, uniform over the
+        other K - 1 from a stream of its own (the other draws stay those of the ``"both"`` clip)."""
+        if self.cue != "conflict":
+            return label
+        shift = np.random.default_rng([self.seed, _SPLITS[self.split], index, 2]).integers(1, self.num_classes)
+        return (label + int(shift)) % self.num_classes
+
     def _draw(self, index: int, rng: np.random.Generator) -> ClipParams:
         k = self.num_classes
         label = index % k  # balanced classes; the loader shuffles (see `labels`)
@@ -186,11 +222,12 @@ class MotionContextDataset(Dataset):
         random_hue = rng.uniform(0.0, 1.0)
         jitter_dir, jitter_ori, jitter_hue = rng.uniform(-0.5, 0.5, size=3)
         speed = rng.uniform(*self.speed)
+        shown = self._context_class(index, label)  # the class of the background
         class_direction = 2 * math.pi * (label + 0.4 * jitter_dir) / k
-        class_orientation = math.pi * (label + 0.4 * jitter_ori) / k
-        class_hue = (label + 0.4 * jitter_hue) / k
-        by_motion = self.cue in ("motion", "both")
-        by_context = self.cue in ("context", "both")
+        class_orientation = math.pi * (shown + 0.4 * jitter_ori) / k
+        class_hue = (shown + 0.4 * jitter_hue) / k
+        by_motion = self.cue in ("motion", "both", "conflict")
+        by_context = self.cue in ("context", "both", "conflict")
         return ClipParams(
             label=label,
             direction=class_direction if by_motion else random_direction,
@@ -198,6 +235,7 @@ class MotionContextDataset(Dataset):
             bg_orientation=(class_orientation if by_context else random_orientation) % math.pi,
             bg_hue=(class_hue if by_context else random_hue) % 1.0,
             camera=self._camera(index),
+            context_label=shown if by_context else None,
         )
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor]:
@@ -270,7 +308,8 @@ class MotionContextDataset(Dataset):
         for k in range(self.num_classes):
             direction = f"moves {round(360 * k / self.num_classes)}deg"
             stripes = f"stripes {round(180 * k / self.num_classes)}deg"
-            names.append({"motion": direction, "context": stripes, "both": f"{direction}, {stripes}"}[self.cue])
+            both = f"{direction}, {stripes}"
+            names.append({"motion": direction, "context": stripes, "both": both, "conflict": direction}[self.cue])
         return names
 
 
@@ -282,7 +321,8 @@ class MotionContextDataModule(pl.LightningDataModule):
     Args:
         num_classes: Number of classes (at least 4).
         clip_shape: (T, H, W) of every clip.
-        cue: What carries the class: ``"motion"``, ``"context"`` or ``"both"``.
+        cue: What carries the class: ``"motion"``, ``"context"`` or ``"both"`` (the data to train on; the
+            cue-conflict clips of the monitor's behavioural test come from :meth:`conflict_clips`).
         train_size: Training clips per epoch (at least 1).
         val_size: Validation clips (0 turns validation off; the monitor and the default scheduler need it).
         test_size: Test (and predict) clips.
@@ -313,6 +353,11 @@ class MotionContextDataModule(pl.LightningDataModule):
         object_size: tuple[float, float] = (1 / 6, 1 / 4),
     ) -> None:
         super().__init__()
+        if cue == "conflict":
+            raise ValueError(
+                "cue 'conflict' makes cue-conflict clips for evaluation, not a training set: train with cue "
+                "motion, context or both; the monitor reads the conflict clips from conflict_clips(stage)"
+            )
         for name, value, low in (
             ("train_size", train_size, 1),
             ("val_size", val_size, 0),
@@ -359,19 +404,16 @@ class MotionContextDataModule(pl.LightningDataModule):
         scenes, whose middle T frames are the objects' positions of the usual clips (``calibrate``'s speed task)."""
         base = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[stage]
         t, h, w = base.clip_shape
-        return MotionContextDataset(
-            size=base.size,
-            num_classes=base.num_classes,
-            clip_shape=(factor * t, h, w),
-            cue=base.cue,
-            noise=base.noise,
-            num_objects=base.num_objects,
-            speed=base.speed,
-            seed=base.seed,
-            split=base.split,
-            camera_speed=base.camera_speed,
-            object_size=base.object_size,
-        )
+        return base.like(clip_shape=(factor * t, h, w))
+
+    def conflict_clips(self, stage: str) -> ConflictClips:
+        """Cue-conflict clips for the monitor's behavioural test: the clips of ``stage`` (``"val"``, ``"test"``)
+        with the objects' motion of their class and the background of another. Items are ``(clip uint8
+        (3, T, H, W), motion_label, context_label)``; any data module may offer a ``conflict_clips(stage)`` with
+        such items (see :class:`~lightning_selrel.data.conflict.ConflictClips`)."""
+        if stage not in ("val", "test"):
+            raise ValueError(f"conflict clips are for evaluation: stage must be 'val' or 'test', got {stage!r}")
+        return ConflictClips((self.val_set if stage == "val" else self.test_set).like(cue="conflict"))
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(

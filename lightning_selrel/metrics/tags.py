@@ -14,6 +14,7 @@ __all__ = [
     "AGREEMENTS",
     "BEHAVIOUR",
     "CALIBRATED",
+    "CONFLICT",
     "FLOW_IOU",
     "NONEMPTY",
     "CORRELATION",
@@ -70,6 +71,12 @@ BEHAVIOUR: tuple[str, ...] = (
     "contrasted_acc",
     "reliance",
 )
+#: On cue-conflict clips (motion one class, context another; :mod:`lightning_selrel.data.conflict`),
+#: ``selrel/behaviour/<name>``: ``conflict_motion_share``, the share of predictions that follow the motion among
+#: those that follow either cue (1: decides from motion, 0: from context); ``conflict_neither_share``, the share of
+#: all predictions that follow neither; ``conflict_motion_prob``, per clip p(motion class) / (p(motion class) +
+#: p(context class)), the same question without the argmax (with ``_std``).
+CONFLICT: tuple[str, str, str] = ("conflict_motion_share", "conflict_neither_share", "conflict_motion_prob")
 #: Per method, with a calibration: spatial bias on its scale (0: the motion reference, 1: the static one), with
 #: ``_std``.
 CALIBRATED = "spatial_bias_calibrated"
@@ -88,7 +95,7 @@ def method_tag(method: str, name: str) -> str:
 
 
 def behaviour_tag(name: str) -> str:
-    """``selrel/behaviour/<name>``, ``name`` one of :data:`BEHAVIOUR`."""
+    """``selrel/behaviour/<name>``, ``name`` one of :data:`BEHAVIOUR` or :data:`CONFLICT`."""
     return f"{PREFIX}/behaviour/{name}"
 
 

@@ -6,7 +6,8 @@
   paths to networks;
 - :mod:`~lightning_selrel.models.weights`: public weights into these networks;
 - :mod:`~lightning_selrel.models.classifier`: the LightningModule (``C3DClassifier``);
-- :mod:`~lightning_selrel.models.checkpoint`: the classifier a checkpoint holds, rebuilt safely.
+- :mod:`~lightning_selrel.models.checkpoint`: the classifier a checkpoint holds, rebuilt safely;
+- :mod:`~lightning_selrel.models.predictions`: ``predict``'s writer, one row per clip.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _EXPORTS = {
     "load_matching_weights": ".weights",
     "C3DClassifier": ".classifier",
     "Classifier": ".checkpoint",
+    "ClipPredictionWriter": ".predictions",
     "load_classifier": ".checkpoint",
 }
 __all__ = sorted(_EXPORTS)

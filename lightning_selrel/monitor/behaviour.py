@@ -20,6 +20,11 @@ For each clip, with ``p`` the softmax probability of the class predicted on the 
 
 The frozen clip repeats the middle frame ``T // 2``; the permutation comes from a seed and is never the
 identity. Pure torch: the monitor and ``calibrate`` both use it.
+
+On cue-conflict clips (:mod:`lightning_selrel.data.conflict`: motion one class, context another),
+:func:`conflict_scores` says per clip which cue the prediction follows, and :func:`conflict_summary` turns them
+into the shares of :data:`~lightning_selrel.metrics.tags.CONFLICT`: a direct test of the question frozen clips
+answer out of distribution.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_selrel.metrics.tags import BEHAVIOUR
+from lightning_selrel.metrics.tags import BEHAVIOUR, CONFLICT
 
 __all__ = [
     "BEHAVIOUR",
     "RELIANCE_RESOLUTION",
     "behaviour",
+    "conflict_scores",
+    "conflict_summary",
     "freeze",
     "reliance_for_ranking",
     "reverse",
@@ -139,3 +146,54 @@ def behaviour(
         "reliance": probability["clip"] - probability["frozen"],
     }
     return {name: scores[name].to(torch.float64) for name in BEHAVIOUR}
+
+
+def conflict_scores(
+    model: nn.Module, clips: Tensor, motion_labels: Tensor, context_labels: Tensor, *, batch_size: int = 8
+) -> dict[str, Tensor]:
+    """Per cue-conflict clip: ``motion`` 1 where the prediction is the motion's class, ``context`` 1 where it is
+    the context's, and ``motion_prob`` = p(motion class) / (p(motion class) + p(context class)) (float64 (N,),
+    on the CPU).
+
+    Args:
+        model: A classifier: (B, C, T, H, W) clips in, (B, num_classes) logits out.
+        clips: (N, C, T, H, W) on the model's device.
+        motion_labels, context_labels: (N,) the class each cue shows (different on every clip).
+        batch_size: Clips per forward pass.
+    """
+    names = ("motion", "context", "motion_prob")
+    if clips.shape[0] == 0:
+        return {name: torch.zeros(0, dtype=torch.float64) for name in names}
+    with _evaluating(model):
+        logits = torch.cat(
+            [model(clips[i : i + batch_size]).float().cpu() for i in range(0, clips.shape[0], batch_size)]
+        )
+    motion, context = motion_labels.cpu().long(), context_labels.cpu().long()
+    predicted = logits.argmax(dim=1)
+    # log-probabilities: the ratio of two tiny probabilities stays finite
+    log_p = logits.double().log_softmax(dim=1)
+    lm, lc = log_p.gather(1, motion[:, None])[:, 0], log_p.gather(1, context[:, None])[:, 0]
+    return {
+        "motion": (predicted == motion).double(),
+        "context": (predicted == context).double(),
+        "motion_prob": torch.sigmoid(lm - lc),
+    }
+
+
+def conflict_summary(scores: dict[str, Tensor]) -> dict[str, float]:
+    """The shares of :data:`~lightning_selrel.metrics.tags.CONFLICT` from per-clip :func:`conflict_scores` (of every
+    rank): ``conflict_motion_share`` is NaN where no prediction follows either cue; ``conflict_motion_prob`` comes
+    with its population std as ``conflict_motion_prob_std``."""
+    n = scores["motion"].numel()
+    if n == 0:
+        return {}
+    motion, context = float(scores["motion"].sum()), float(scores["context"].sum())
+    either = motion + context
+    prob = scores["motion_prob"].double()
+    share, neither, mean_prob = CONFLICT
+    return {
+        share: motion / either if either else float("nan"),
+        neither: (n - either) / n,
+        mean_prob: float(prob.mean()),
+        mean_prob + "_std": float(prob.std(unbiased=False)),
+    }

@@ -45,6 +45,7 @@ from typing_extensions import override
 from lightning_selrel.metrics import tags
 from lightning_selrel.metrics.flow import FLOW_METHODS
 from lightning_selrel.metrics.functional import rank_correlation
+from lightning_selrel.mitigation.callback import mitigation_of
 from lightning_selrel.monitor import dashboard, measuring
 from lightning_selrel.monitor.behaviour import behaviour as behaviour_scores
 from lightning_selrel.monitor.behaviour import reliance_for_ranking
@@ -53,8 +54,9 @@ from lightning_selrel.monitor.calibration import (
     CalibrationError,
     load_calibration,
 )
+from lightning_selrel.monitor.conflict import ConflictProbe, conflict_source
 from lightning_selrel.monitor.probe_set import ProbeSet, choose_indices, dataset_labels, load_probe, stage_dataset
-from lightning_selrel.monitor.writers import TensorBoardMedia
+from lightning_selrel.monitor.writers import MonitorMedia
 from lightning_selrel.relevance.methods import check_methods, check_model
 from lightning_selrel.relevance.selective import THRESHOLDS, Threshold
 
@@ -94,7 +96,11 @@ class SelectiveRelevanceMonitor(Callback):
             relevance; ``selectivity_core`` and ``agreement_core`` use it as the relevant area.
         behaviour: Also log the model's behaviour on the probe clips with the motion removed or scrambled
             (``selrel/behaviour/...``: four extra forward passes per clip) and, per method, the rank correlation of
-            spatial bias with motion reliance.
+            spatial bias with motion reliance; and, where the data module offers cue-conflict clips
+            (``conflict_clips(stage)``, :mod:`lightning_selrel.data.conflict`), which cue the model follows on them
+            (``selrel/behaviour/conflict_motion_share`` and its companions).
+        num_conflict_clips: Cue-conflict clips drawn once (from ``seed``) and predicted at every measurement, when
+            ``behaviour`` is on and the data module offers them (0: none). One forward pass per clip.
         per_class: Draw the probe set stratified by class, this many clips per class (all of a smaller class),
             instead of ``num_clips`` at random. The per-class table and chart are written either way.
         gradcam_layer: The layer the GradCAM family reads, a dotted module name (default: the layer the network
@@ -128,6 +134,7 @@ class SelectiveRelevanceMonitor(Callback):
         per_class: int | None = None,
         calibration: str | None = None,
         gradcam_layer: str | None = None,
+        num_conflict_clips: int = 64,
     ) -> None:
         super().__init__()
         methods = check_methods(methods)
@@ -158,6 +165,7 @@ class SelectiveRelevanceMonitor(Callback):
             ("num_videos", num_videos, 0),
             ("batch_size", batch_size, 1),
             ("flow_threshold", flow_threshold, 0),
+            ("num_conflict_clips", num_conflict_clips, 0),
         ):
             if value < low:
                 raise ValueError(f"{name} must be at least {low}, got {value}")
@@ -180,16 +188,19 @@ class SelectiveRelevanceMonitor(Callback):
         self.behaviour = bool(behaviour)
         self.per_class = int(per_class) if per_class is not None else None
         self.gradcam_layer = gradcam_layer
+        self.num_conflict_clips = int(num_conflict_clips)
 
         self.probe_indices: dict[str, list[int]] = {}  # stage -> dataset indices; saved in checkpoints
         self._probes: dict[str, ProbeSet] = {}
+        self._conflicts: dict[str, ConflictProbe | None] = {}  # stage -> this rank's cue-conflict clips
         self._warned: set[str] = set()
-        self._media = TensorBoardMedia()
+        self._media = MonitorMedia()
 
     # -- preconditions -------------------------------------------------------------------------
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._probes.clear()  # loaded clips are this rank's share: a new trainer may split them differently
+        self._conflicts.clear()
         try:  # the model's requirements (explain.check_model), before any training step
             check_model(pl_module, self.methods, layer=self.gradcam_layer)
         except ValueError as error:
@@ -259,17 +270,7 @@ class SelectiveRelevanceMonitor(Callback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write_layout(trainer)
         self._write_hparams(trainer, pl_module)
-
-    @override
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._write_layout(trainer)
-
-    @override
-    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write_layout(trainer)
 
     # -- when to run ---------------------------------------------------------------------------
     @override
@@ -326,6 +327,9 @@ class SelectiveRelevanceMonitor(Callback):
             scores = behaviour_scores(pl_module, clips, probe.labels, batch_size=self.batch_size)
             measuring.log_behaviour(values, scores, pl_module.device)
             per_clip.update(correct=scores["acc"], reliance=scores["reliance"])
+            conflict = self._conflict(trainer, stage)
+            if conflict is not None:
+                values.update(conflict.measure(trainer, pl_module, self.batch_size))
         per_clip = measuring.gather(trainer, pl_module, per_clip, len(probe.indices))  # every rank's clips
         if self.behaviour:
             ranked = reliance_for_ranking(per_clip["reliance"])  # ties, not noise, where nothing moves
@@ -364,8 +368,23 @@ class SelectiveRelevanceMonitor(Callback):
         )
         self._check_calibration(probe)
         self._check_resolution(trainer.lightning_module, probe)
+        conflict = self.behaviour and self._conflict(trainer, stage) is not None
+        self._write_layout(trainer, conflict)  # once the monitor knows what it can measure (no empty chart)
         self._probes[stage] = probe
         return probe
+
+    def _conflict(self, trainer: pl.Trainer, stage: str) -> ConflictProbe | None:
+        """This rank's cue-conflict clips of ``stage``, loaded once; None where the data module offers none."""
+        if stage not in self._conflicts:
+            dataset = conflict_source(trainer, stage) if self.num_conflict_clips > 0 else None
+            self._conflicts[stage] = (
+                None
+                if dataset is None
+                else ConflictProbe(
+                    dataset, self.num_conflict_clips, self.seed, world_size=trainer.world_size, rank=trainer.global_rank
+                )
+            )
+        return self._conflicts[stage]
 
     def _check_resolution(self, pl_module: pl.LightningModule, probe: ProbeSet) -> None:
         """GradCAM and gradcam_t on a layer with fewer than three time steps report no selective scores
@@ -381,12 +400,17 @@ class SelectiveRelevanceMonitor(Callback):
         self.unresolved = found
 
     # -- media, tables, layout and HParams (rank 0; monitor/writers.py) ------------------------------
-    def _write_layout(self, trainer: pl.Trainer) -> None:
+    def _write_layout(self, trainer: pl.Trainer, conflict: bool) -> None:
         if trainer.is_global_zero:
             calibrated = self.calibration is not None
-            self._media.write_layout(
-                trainer, dashboard.layout(self.methods, behaviour=self.behaviour, calibrated=calibrated)
+            charts = dashboard.layout(
+                self.methods,
+                behaviour=self.behaviour,
+                calibrated=calibrated,
+                unresolved=self.unresolved,
+                conflict=conflict,
             )
+            self._media.write_layout(trainer, charts)
 
     def _write_media(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: ProbeSet, maps: dict[str, Any]
@@ -420,8 +444,11 @@ class SelectiveRelevanceMonitor(Callback):
             "data/camera_speed": data.get("camera_speed"),
             "optimizer": type(optimizers[0]).__name__ if optimizers else None,
             "lr": optimizers[0].param_groups[0]["lr"] if optimizers else None,
+            "mitigation": mitigation_of(trainer),
         }
         metrics = ["val/acc", *(tags.method_tag(m, "spatial_bias") for m in self.methods)]
+        if self.behaviour:  # does the model use motion, by behaviour: the columns a mitigation should move
+            metrics += [tags.behaviour_tag(name) for name in ("acc_frozen", "reliance", tags.CONFLICT[0])]
         if self.calibration is not None:
             metrics += [tags.method_tag(m, tags.CALIBRATED) for m in self.methods if m not in self.uncalibrated]
             params["selrel/calibration"] = self.calibration_path

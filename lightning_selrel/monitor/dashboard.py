@@ -19,7 +19,7 @@ import io
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,8 @@ def banded_tags(methods: Sequence[str], behaviour: bool = True, calibrated: bool
     banded = [tags.method_tag(m, name) for m in methods for name in BANDED_SCORES]
     if calibrated:
         banded += [tags.method_tag(m, tags.CALIBRATED) for m in methods]
-    return [*banded, tags.FLOW_IOU] + ([tags.behaviour_tag("reliance")] if behaviour else [])
+    behavioural = [tags.behaviour_tag("reliance"), tags.behaviour_tag(tags.CONFLICT[2])] if behaviour else []
+    return [*banded, tags.FLOW_IOU, *behavioural]
 
 
 def bands(values: Mapping[str, float], banded: Sequence[str]) -> dict[str, float]:
@@ -71,27 +72,50 @@ def bands(values: Mapping[str, float], banded: Sequence[str]) -> dict[str, float
     return out
 
 
-def layout(methods: Sequence[str], *, behaviour: bool = True, calibrated: bool = False) -> dict[str, dict[str, list]]:
-    """The custom-scalars layout, in the form ``SummaryWriter.add_custom_scalars`` takes."""
+def layout(
+    methods: Sequence[str],
+    *,
+    behaviour: bool = True,
+    calibrated: bool = False,
+    unresolved: Collection[str] = (),
+    conflict: bool = False,
+) -> dict[str, dict[str, list]]:
+    """The custom-scalars layout, in the form ``SummaryWriter.add_custom_scalars`` takes.
+
+    ``unresolved`` methods (GradCAM on a layer with fewer than three time steps: the monitor logs only their
+    baseline scores) get their baseline precision charts and no chart of a selective score, so that no chart of
+    the dashboard stays empty. ``conflict``: the data give cue-conflict clips (their shares join the behaviour
+    charts)."""
+    selective = [m for m in methods if m not in unresolved]
     bias: dict[str, list] = {
-        "spatial bias, all methods": ["Multiline", [exact(tags.method_tag(m, "spatial_bias")) for m in methods]],
+        "spatial bias, all methods": ["Multiline", [exact(tags.method_tag(m, "spatial_bias")) for m in selective]],
     }
     if calibrated:
         bias["spatial bias on the calibration's scale (0 motion reference, 1 static reference)"] = [
             "Multiline",
-            [exact(tags.method_tag(m, tags.CALIBRATED)) for m in methods],
+            [exact(tags.method_tag(m, tags.CALIBRATED)) for m in selective],
         ]
     bias["spatial bias over non-empty selective maps, and the share of empty ones"] = [
         "Multiline",
-        [exact(tags.method_tag(m, name)) for m in methods for name in (tags.NONEMPTY, "selective_no_relevance")],
+        [exact(tags.method_tag(m, name)) for m in selective for name in (tags.NONEMPTY, "selective_no_relevance")],
     ]
-    for m in methods:
+    for m in selective:
         bias[f"{m}: spatial bias, mean +- std over probe clips"] = _margin(tags.method_tag(m, "spatial_bias"))
         if calibrated:
             bias[f"{m}: calibrated spatial bias, mean +- std"] = _margin(tags.method_tag(m, tags.CALIBRATED))
     precision: dict[str, list] = {}
     for m in methods:
         flow, mask = tags.PRECISION["flow"], tags.PRECISION["exact"]
+        if m in unresolved:
+            precision[f"{m}: motion mass precision of the baseline map (flow, exact masks)"] = [
+                "Multiline",
+                [exact(tags.method_tag(m, name)) for name in (flow[2], mask[2])],
+            ]
+            precision[f"{m}: motion precision by area of the baseline map (flow, exact masks)"] = [
+                "Multiline",
+                [exact(tags.method_tag(m, name)) for name in (flow[0], mask[0])],
+            ]
+            continue
         precision[f"{m}: motion mass precision, baseline and selective (flow, exact masks)"] = [
             "Multiline",
             [exact(tags.method_tag(m, name)) for name in (flow[2], flow[3], mask[2], mask[3])],
@@ -118,9 +142,17 @@ def layout(methods: Sequence[str], *, behaviour: bool = True, calibrated: bool =
             "motion reliance: probability lost when frozen, mean +- std": _margin(tags.behaviour_tag("reliance")),
             "rank correlation over clips of spatial bias with motion reliance (Spearman)": [
                 "Multiline",
-                [exact(tags.method_tag(m, tags.CORRELATION)) for m in methods],
+                [exact(tags.method_tag(m, tags.CORRELATION)) for m in selective],
             ],
         }
+        if conflict:
+            share, neither, prob = tags.CONFLICT
+            out["selrel: behaviour"][
+                "cue conflict: predictions following the motion (of those following a cue), and following neither"
+            ] = ["Multiline", [exact(tags.behaviour_tag(n)) for n in (share, neither)]]
+            out["selrel: behaviour"]["cue conflict: p(motion class) / (p(motion) + p(context)), mean +- std"] = _margin(
+                tags.behaviour_tag(prob)
+            )
     return out
 
 
@@ -226,31 +258,26 @@ def bar_chart_png(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], tit
     Returns:
         The PNG bytes, its height and its width in pixels.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # a figure of its own: the caller's pyplot backend is left alone
 
     classes = [str(r["class"]) for r in rows]
     height = max(2.8, 0.28 * len(classes) * max(1, len(methods)) ** 0.5 + 1.6)
-    figure, axes = plt.subplots(figsize=(8.0, height), dpi=100)
-    try:
-        positions = np.arange(len(classes))
-        width = 0.8 / max(1, len(methods))
-        for k, method in enumerate(methods):
-            values = [r[f"spatial_bias_{method}"] for r in rows]
-            axes.barh(positions + (k - (len(methods) - 1) / 2) * width, values, height=width, label=method)
-        axes.set_yticks(positions, classes)
-        axes.invert_yaxis()  # the most static class (first row) on top
-        axes.set_xlim(0.0, 1.0)
-        axes.set_xlabel("spatial bias (share of positive relevance constant in time)")
-        axes.set_title(title, fontsize=10)
-        axes.grid(axis="x", alpha=0.3)
-        axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16 * 4 / height), ncol=len(methods))
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        w, h = figure.canvas.get_width_height()
-    finally:
-        plt.close(figure)
+    figure = Figure(figsize=(8.0, height), dpi=100)
+    axes = figure.subplots()
+    positions = np.arange(len(classes))
+    width = 0.8 / max(1, len(methods))
+    for k, method in enumerate(methods):
+        values = [r[f"spatial_bias_{method}"] for r in rows]
+        axes.barh(positions + (k - (len(methods) - 1) / 2) * width, values, height=width, label=method)
+    axes.set_yticks(positions, classes)
+    axes.invert_yaxis()  # the most static class (first row) on top
+    axes.set_xlim(0.0, 1.0)
+    axes.set_xlabel("spatial bias (share of positive relevance constant in time)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16 * 4 / height), ncol=len(methods))
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    w, h = figure.canvas.get_width_height()
     return buffer.getvalue(), int(h), int(w)

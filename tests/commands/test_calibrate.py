@@ -80,3 +80,20 @@ def test_ctrl_c_writes_nothing(tmp_path, monkeypatch, capsys):
     assert main(TINY) == 130
     assert "interrupted; nothing was written" in capsys.readouterr().err
     assert not (tmp_path / "calibration").exists()
+
+
+def test_calibrate_as_a_function_returns_the_calibration_and_raises_on_bad_input(tmp_path):
+    import lightning_selrel
+
+    cli_args = [a for a in TINY if a.startswith("--model") or a.startswith("--data") or a.startswith("--trainer")]
+    options = dict(train_clips=8, val_clips=4, probe_clips=4, epochs=1, methods=["dtd"])
+    result = lightning_selrel.calibrate(tmp_path / "cal", *cli_args, **options)
+    assert isinstance(result, cal.Calibration) and result.methods == ["dtd"]
+    assert (tmp_path / "cal" / "calibration.md").is_file()
+    with pytest.raises(cal.CalibrationError, match="calibration.json exists; pass --overwrite"):
+        lightning_selrel.calibrate(tmp_path / "cal", *cli_args, **options)
+    again = lightning_selrel.calibrate(tmp_path / "cal", *cli_args, overwrite=True, **options)
+    assert again.clip_shape == result.clip_shape
+    with pytest.raises(cal.CalibrationError, match="--epochs 0: must be at least 1"):
+        lightning_selrel.calibrate(tmp_path / "other", *cli_args, **{**options, "epochs": 0})
+    assert not (tmp_path / "other").exists()

@@ -115,3 +115,52 @@ def test_misspelled_config_key_is_named(tmp_path, capsys):
 def test_fit_any_architecture_by_name():
     cli = main(["fit", *TINY, "--model.arch=r2plus1d_18", "--trainer.fast_dev_run=1"])
     assert type(cli.model.net).__name__ == "R2Plus1D18" and cli.trainer.state.finished
+
+
+def test_the_mitigation_preset_adds_stillmix_next_to_the_default_monitor():
+    from lightning_selrel import SelectiveRelevanceMonitor, StaticBiasMitigation
+
+    cli = main(
+        ["--config", str(REPO / "callbacks" / "static_bias_mitigation.yaml"), "--trainer.logger=false"], run=False
+    )
+    mitigation = [c for c in cli.trainer.callbacks if isinstance(c, StaticBiasMitigation)]
+    assert len(mitigation) == 1 and any(isinstance(c, SelectiveRelevanceMonitor) for c in cli.trainer.callbacks)
+    assert (mitigation[0].method, mitigation[0].p, mitigation[0].alpha, mitigation[0].bank_size) == (
+        "stillmix",
+        0.5,
+        200.0,
+        256,
+    )
+
+
+def test_predict_writes_one_row_per_clip_into_the_run_folder(tmp_path, capsys):
+    import csv
+
+    cli = main(["predict", *TINY, "--data.init_args.test_size=8"])  # two batches of 4
+    path = Path(cli.trainer.log_dir) / "predictions.csv"
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == 8 and [int(r["index"]) for r in rows] == list(range(8))  # the test set, in order
+    names = cli.datamodule.class_names
+    for row in rows:
+        assert row["name"] == names[int(row["predicted"])] and 0 <= float(row["probability"]) <= 1
+        assert int(row["label"]) == int(row["index"]) % 4  # the built-in test clip i is of class i % 4
+    # A writer of the user's own replaces the default one: JSON, top 2.
+    out = tmp_path / "mine.json"
+    writer = {"class_path": "lightning_selrel.ClipPredictionWriter", "init_args": {"output": str(out), "top_k": 2}}
+    cli = main(["predict", *TINY, f"--trainer.callbacks+={json.dumps(writer)}"])
+    data = json.loads(out.read_text())
+    assert (
+        len(data) == 4
+        and {"top2", "top2_probability"} <= set(data[0])
+        and data[0]["probability"] >= data[0]["top2_probability"]
+    )
+    assert not (Path(cli.trainer.log_dir) / "predictions.csv").exists()
+
+
+def test_a_prediction_writer_names_a_bad_output(tmp_path):
+    from lightning_selrel import ClipPredictionWriter
+
+    with pytest.raises(ValueError, match="use a .csv or .json file name"):
+        ClipPredictionWriter("out.txt")
+    with pytest.raises(ValueError, match="top_k must be an integer >= 1"):
+        ClipPredictionWriter(top_k=0)

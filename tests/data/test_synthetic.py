@@ -162,3 +162,33 @@ def test_camera_and_object_options_are_validated():
         MotionContextDataset(size=1, object_size=(0.5, 0.2))
     dm = MotionContextDataModule(clip_shape=SHAPE, train_size=4, val_size=4, camera_speed=1.0, object_size=[0.3, 0.4])
     assert dm.val_set.camera_speed == 1.0 and dm.val_set.object_size == (0.3, 0.4)
+
+
+def test_conflict_clips_move_as_their_class_and_show_another_class_in_the_background():
+    from lightning_selrel.data.conflict import ConflictClips, conflict_item
+
+    dm = MotionContextDataModule(val_size=24, test_size=8)
+    conflict = dm.conflict_clips("val")
+    assert isinstance(conflict, ConflictClips) and len(conflict) == 24 and conflict.labels == dm.val_set.labels
+    contexts = []
+    for i in range(24):
+        clip, motion, context = conflict[i]
+        twin, p = dm.val_set.params(i), conflict.clips.params(i)
+        assert clip.dtype == torch.uint8 and clip.shape == (3, 16, 48, 48)
+        assert motion == twin.label and context != motion and p.context_label == context
+        # The motion is the twin's (direction, speed, camera); the background is the other class's.
+        assert (p.direction, p.speed, p.camera) == (twin.direction, twin.speed, twin.camera)
+        assert p.bg_orientation != twin.bg_orientation
+        contexts.append((motion - context) % 4)
+    assert set(contexts) == {1, 2, 3}  # every other class appears as the context
+    assert len(dm.conflict_clips("test")) == 8
+    with pytest.raises(ValueError, match="stage must be 'val' or 'test'"):
+        dm.conflict_clips("train")
+    with pytest.raises(ValueError, match="for evaluation, not a training set"):
+        MotionContextDataModule(cue="conflict")
+    with pytest.raises(ValueError, match="motion_label = context_label = 2"):
+        conflict_item((clip, 2, 2), 5, "mine")
+    with pytest.raises(ValueError, match=r"mine: item 5 must be \(clip, motion_label, context_label\)"):
+        conflict_item((clip, 2), 5, "mine")
+    with pytest.raises(ValueError, match="cue='conflict'"):
+        ConflictClips(dm.val_set)

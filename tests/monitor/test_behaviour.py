@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -61,3 +63,35 @@ def test_modes_are_restored_and_an_empty_share_gives_empty_scores():
     assert all(v.shape == (0,) for v in scores.values())
     behaviour(model, torch.zeros(2, 3, 8, 4, 4), torch.zeros(2, dtype=torch.long))
     assert model.training and model.head.training
+
+
+class ReadsCue(nn.Module):
+    """Predicts the class written in pixel (0, 0, 0, ``position``) of each clip: position 0 holds the motion's
+    class, 1 the context's (a stand-in for a model that follows one cue)."""
+
+    def __init__(self, position: int, num_classes: int = 4) -> None:
+        super().__init__()
+        self.position, self.num_classes = position, num_classes
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        chosen = clips[:, 0, 0, 0, self.position].long()
+        return 5.0 * nn.functional.one_hot(chosen, self.num_classes).float()
+
+
+def test_conflict_scores_say_which_cue_the_prediction_follows():
+    from lightning_selrel.monitor.behaviour import conflict_scores, conflict_summary
+
+    motion, context = torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 3, 0])
+    clips = torch.zeros(4, 3, 4, 2, 3, dtype=torch.uint8)
+    clips[:, 0, 0, 0, 0], clips[:, 0, 0, 0, 1] = motion, context
+    clips[:, 0, 0, 0, 2] = torch.tensor([2, 3, 0, 1])  # a third class, neither cue's
+    follows_motion = conflict_summary(conflict_scores(ReadsCue(0), clips, motion, context, batch_size=3))
+    assert follows_motion["conflict_motion_share"] == 1.0 and follows_motion["conflict_neither_share"] == 0.0
+    assert follows_motion["conflict_motion_prob"] > 0.99 and follows_motion["conflict_motion_prob_std"] < 1e-6
+    follows_context = conflict_summary(conflict_scores(ReadsCue(1), clips, motion, context))
+    assert follows_context["conflict_motion_share"] == 0.0 and follows_context["conflict_motion_prob"] < 0.01
+    neither = conflict_summary(conflict_scores(ReadsCue(2), clips, motion, context))
+    assert neither["conflict_neither_share"] == 1.0 and math.isnan(neither["conflict_motion_share"])
+    assert abs(neither["conflict_motion_prob"] - 0.5) < 1e-9  # both cues' classes equally unlikely
+    empty = conflict_scores(ReadsCue(0), clips[:0], motion[:0], context[:0])
+    assert all(v.shape == (0,) for v in empty.values()) and conflict_summary(empty) == {}

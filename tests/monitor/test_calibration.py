@@ -274,3 +274,22 @@ def test_the_monitor_refuses_a_calibration_of_another_layer_or_normalisation(tmp
     other = C3DClassifier(num_classes=4, width=4, fc_dim=8, clip_shape=(16, 16, 16), mean=(0, 0, 0), std=(1, 1, 1))
     with pytest.raises(MisconfigurationException, match=r"made at normalisation=.* these maps use normalisation="):
         SelectiveRelevanceMonitor(methods=["gradcam"], calibration=str(tmp_path)).setup(trainer, other, "validate")
+
+
+def test_a_method_that_orders_the_references_the_wrong_way_is_flagged_even_in_a_refused_calibration():
+    def grid(std: float, mad: float) -> dict:
+        return {"std": {"4": [std + 0.01 * i for i in range(8)]}, "mad": {"4": [mad + 0.01 * i for i in range(8)]}}
+
+    motion = {"dtd": grid(0.6, 0.6), "gradcam": grid(0.9, 0.9)}
+    static = {"dtd": grid(0.9, 0.9), "gradcam": grid(0.85, 0.9)}  # below under std, equal under mad
+    scale = cal.scale_of(motion, static)
+    references = {"motion": _ref(), "static": _ref()}
+    refused = _calibration(
+        methods=["dtd", "gradcam"], scale=scale, recommended=None, refused="the motion reference", references=references
+    )
+    flagged = cal.cannot_tell(refused)
+    assert set(flagged) == {"gradcam"} and "gap -0.050 (std), gap +0.000 (mad)" in flagged["gradcam"]
+    assert "cannot tell a motion model from a context model" in flagged["gradcam"]
+    assert "**gradcam cannot tell motion from context here**" in cal.report_markdown(refused)
+    static["gradcam"] = grid(0.85, 0.95)  # right way under one rule: not flagged
+    assert cal.cannot_tell(_calibration(methods=["dtd", "gradcam"], scale=cal.scale_of(motion, static))) == {}

@@ -35,16 +35,21 @@ def _setup(val_size: int = 8, **monitor_kwargs):
     return dm, model, monitor
 
 
+_TRAINER_OPTIONS = dict(
+    accelerator="cpu",
+    devices=1,
+    max_epochs=1,
+    limit_train_batches=1,
+    num_sanity_val_steps=0,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+)
+
+
 def _trainer(tmp_path, monitor, logger=True, **kwargs) -> pl.Trainer:
     options = dict(
+        _TRAINER_OPTIONS,
         default_root_dir=tmp_path,
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        limit_train_batches=1,
-        num_sanity_val_steps=0,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         logger=TensorBoardLogger(tmp_path, name="", version="") if logger else False,
         callbacks=[monitor],
     )
@@ -95,7 +100,10 @@ def test_fit_logs_every_tag_the_gifs_and_the_layout(tmp_path):
     assert gifs["selrel/dtd/clip_0"][0].step == logged["selrel/dtd/precision"][0][0]
     charts = {chart.title: chart for c in layout(events).category for chart in c.chart}
     bias = [re.sub(r"\\(.)", r"\1", t[:-1]) for t in charts["spatial bias, all methods"].multiline.tag]
-    assert bias == [f"selrel/{m}/spatial_bias" for m in ("dtd", "gradcam", "gradcam_t")]
+    # The layout is written once the monitor knows what it can measure: no chart of GradCAM's selective scores.
+    assert bias == ["selrel/dtd/spatial_bias"]
+    assert not [title for title in charts if title.startswith("gradcam") and "baseline map" not in title]
+    assert "gradcam: motion mass precision of the baseline map (flow, exact masks)" in charts
     # Every chart's regular expressions match exactly the tags they name, never a _std companion (TensorBoard
     # applies them with re.match); every margin chart's three tags are logged.
     for title, chart in charts.items():
@@ -110,6 +118,12 @@ def test_fit_logs_every_tag_the_gifs_and_the_layout(tmp_path):
         assert 0.0 <= logged[tags.behaviour_tag(name)][-1][1] <= 1.0 or name == "reliance", name
     assert -1.0 <= logged[tags.behaviour_tag("reliance")][-1][1] <= 1.0
     # (No rank correlation here: an untrained model's reliance is 0 at the resolution of 0.001 on every clip.)
+    # The built-in data offer cue-conflict clips: all 8 validation clips' conflict twins are predicted.
+    assert len(monitor._conflicts["val"].indices) == 8
+    assert 0.0 <= logged[tags.behaviour_tag("conflict_neither_share")][-1][1] <= 1.0
+    assert 0.0 < logged[tags.behaviour_tag("conflict_motion_prob")][-1][1] < 1.0
+    assert tags.behaviour_tag("conflict_motion_prob_std") in logged
+    assert "cue conflict: p(motion class) / (p(motion) + p(context)), mean +- std" in charts
     # The per-class view: a text table, a bar chart and a CSV in the run's folder.
     assert "selrel/per_class/spatial_bias" in gifs_and_charts(events)
     assert events.Tensors("selrel/per_class/text_summary")
@@ -236,20 +250,20 @@ def test_validate_and_test_work_under_inference_mode(tmp_path):
     assert monitor.probe_indices["test"] and monitor.probe_indices["val"]
 
 
-def test_without_tensorboard_scalars_are_logged_media_skipped_with_one_warning(tmp_path):
+def test_without_a_logger_scalars_are_logged_media_skipped_with_one_warning(tmp_path):
     dm, model, monitor = _setup(methods=["gradcam"])
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         trainer = _trainer(tmp_path, monitor, logger=False, max_epochs=2)
         trainer.fit(model, dm)
-    assert sum("no TensorBoardLogger" in str(w.message) for w in record) == 1
+    assert sum("no logger (none configured, or fast_dev_run)" in str(w.message) for w in record) == 1
     assert "selrel/gradcam/precision" in trainer.callback_metrics
 
 
 def test_fast_dev_run_does_not_crash(tmp_path):
     dm, model, monitor = _setup(methods=["dtd"])
     trainer = pl.Trainer(fast_dev_run=1, callbacks=[monitor], enable_progress_bar=False, default_root_dir=tmp_path)
-    with pytest.warns(UserWarning, match="no TensorBoardLogger"):
+    with pytest.warns(UserWarning, match="no logger"):
         trainer.fit(model, dm)
     assert "selrel/dtd/selectivity_mass" in trainer.callback_metrics
 
@@ -343,3 +357,37 @@ def test_a_model_that_cannot_be_explained_fails_before_training(tmp_path):
 
     with pytest.raises(MisconfigurationException, match="dtd cannot explain Tanh: DTD has no rule for function 'tanh'"):
         _trainer(tmp_path, SelectiveRelevanceMonitor(methods=["dtd"], num_clips=2)).fit(Tanh(), dm)
+
+
+def test_a_csv_logger_gets_the_gifs_the_per_class_view_and_the_hparams_as_files(tmp_path, caplog):
+    from PIL import Image
+    from pytorch_lightning.loggers import CSVLogger
+
+    dm, model, monitor = _setup(methods=["dtd"], num_videos=1)
+    csv_logger = CSVLogger(tmp_path / "csv", name="", version="")
+    tensorboard = TensorBoardLogger(tmp_path / "tb", name="", version="")
+    with caplog.at_level("INFO"):
+        trainer = pl.Trainer(
+            **{
+                **_TRAINER_OPTIONS,
+                "default_root_dir": tmp_path,
+                "max_epochs": 2,
+                "logger": [tensorboard, csv_logger],
+                "callbacks": [monitor],
+            }
+        )
+        trainer.fit(model, dm)
+    folder = Path(csv_logger.log_dir)
+    gifs = sorted((folder / "selrel" / "dtd" / "clip_0").glob("step_*.gif"))
+    assert len(gifs) == 2 and all(Image.open(g).n_frames == 16 for g in gifs)  # one per monitored epoch
+    charts = sorted((folder / "selrel" / "per_class").glob("step_*.png"))
+    tables = sorted((folder / "selrel" / "per_class").glob("step_*.md"))
+    assert len(charts) == 2 and len(tables) == 2 and "Spatial bias per class" in tables[-1].read_text()
+    rows = (folder / "selrel_per_class.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,step,class_index,class") and len(rows) > 2
+    assert "selrel/methods" in (folder / "hparams.yaml").read_text()  # through the logger's own log_hyperparams
+    assert not list(folder.glob("**/.*.tmp*"))  # written whole
+    # TensorBoard, next to it, still gets everything in its event file.
+    assert "selrel/dtd/clip_0" in images(load(tmp_path / "tb"))
+    notes = [r.getMessage() for r in caplog.records if "go to" in r.getMessage()]
+    assert len(notes) == 1 and "CSVLogger" in notes[0] and str(folder / "selrel") in notes[0]

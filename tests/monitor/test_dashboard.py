@@ -31,6 +31,21 @@ def test_every_multiline_regex_matches_its_tag_and_not_its_std():
     assert "selrel: behaviour" not in dashboard.layout(METHODS, behaviour=False)
 
 
+def test_an_unresolved_method_gets_only_charts_of_its_baseline_scores():
+    charts = dashboard.layout(METHODS, unresolved={"gradcam"})
+    named = {title: chart for category in charts.values() for title, chart in category.items()}
+    logged = {tags.method_tag("gradcam", name) for name in ("precision", "precision_mass", "mask_precision")}
+    logged |= {tags.method_tag("gradcam", "mask_precision_mass")}
+    for title, (kind, series) in named.items():
+        for pattern in series if kind == "Multiline" else []:
+            tag = pattern[:-1].replace("\\", "")
+            assert not tag.startswith("selrel/gradcam/") or tag in logged, (title, tag)
+        if kind == "Margin":
+            assert not series[0].startswith("selrel/gradcam/"), title
+    assert "gradcam: motion precision by area of the baseline map (flow, exact masks)" in named
+    assert "dtd: spatial bias, mean +- std over probe clips" in named
+
+
 def test_bands_are_mean_minus_and_plus_std():
     tag = tags.method_tag("dtd", "spatial_bias")
     values = {tag: 0.8, tag + "_std": 0.1, tags.method_tag("gradcam", "spatial_bias"): 0.9}  # gradcam: no std
@@ -65,3 +80,17 @@ def test_per_class_rows_sort_most_static_first_and_write_a_table_a_csv_and_a_cha
     png, height, width = dashboard.bar_chart_png(rows, list(bias), "per class")
     with Image.open(io.BytesIO(png)) as image:
         assert image.format == "PNG" and image.size == (width, height)
+
+
+def test_charts_leave_the_callers_matplotlib_backend_alone():
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    try:
+        matplotlib.use("svg")  # a notebook's inline backend, say: ours must not replace it
+        rows = dashboard.per_class_rows([0, 1], ["a", "b"], {"dtd": [0.5, 0.7]}, reliance=[0.1, 0.2], correct=[1, 0])
+        png, height, width = dashboard.bar_chart_png(rows, ["dtd"], "t")
+        assert png.startswith(b"\x89PNG") and height > 0 and width > 0
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)

@@ -41,7 +41,7 @@ from lightning_selrel.monitor.calibration.references import (
     reference_behaviour,
     subset,
 )
-from lightning_selrel.monitor.calibration.report import plot_png, report_markdown, write_outputs
+from lightning_selrel.monitor.calibration.report import cannot_tell, plot_png, report_markdown, write_outputs
 from lightning_selrel.monitor.calibration.scale import (
     CALIBRATION_VERSION,
     DEFAULT_GRID,
@@ -69,6 +69,7 @@ from lightning_selrel.monitor.calibration.training import (
 )
 
 __all__ = [
+    "cannot_tell",
     "CALIBRATION_VERSION",
     "DEFAULT_GRID",
     "MIN_MOTION",

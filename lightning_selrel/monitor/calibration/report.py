@@ -11,53 +11,69 @@ import numpy as np
 
 from lightning_selrel.monitor.calibration.scale import Calibration
 
-__all__ = ["plot_png", "report_markdown", "write_outputs"]
+__all__ = ["cannot_tell", "plot_png", "report_markdown", "write_outputs"]
+
+
+def cannot_tell(calibration: Calibration, n_std: float = 4.0) -> dict[str, str]:
+    """Per method whose spatial bias orders the references the wrong way round at ``n_std`` under every threshold
+    rule (the static reference reads at or below the motion reference), why it cannot tell motion from context on
+    these clips. A measurement of the method on the user's data, reported whether or not the calibration was
+    refused (a reference that did not learn still shows how the maps of a motion-trained model look)."""
+    out = {}
+    for method in calibration.methods:
+        gaps = {}
+        for rule in calibration.thresholds:
+            point = calibration.scale.get(method, {}).get(rule, {}).get(f"{n_std:g}")
+            if point is None or point.get("gap") is None or not math.isfinite(point["gap"]):
+                break
+            gaps[rule] = point["gap"]
+        else:
+            if gaps and all(gap <= 0 for gap in gaps.values()):
+                read = ", ".join(f"gap {gap:+.3f} ({rule})" for rule, gap in gaps.items())
+                out[method] = (
+                    f"at n_std {n_std:g} the static reference reads at or below the motion reference ({read}): "
+                    f"{method}'s spatial bias cannot tell a motion model from a context model on these clips"
+                )
+    return out
 
 
 def plot_png(calibration: Calibration) -> bytes:
     """Spatial bias of both references against n_std, one panel per method, both rules (mean +- std over clips)."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # a figure of its own: the caller's pyplot backend is left alone
 
     methods = calibration.methods
     columns = min(3, len(methods))
     rows = math.ceil(len(methods) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), dpi=100, squeeze=False)
+    figure = Figure(figsize=(4.2 * columns, 3.2 * rows), dpi=100)
+    axes = figure.subplots(rows, columns, squeeze=False)
     grid = calibration.n_std_grid
     colours = {"motion": "tab:orange", "static": "tab:blue"}
     styles = {"std": "-", "mad": "--"}
-    try:
-        for ax, method in zip(axes.flat, methods, strict=False):
-            for rule in calibration.thresholds:
-                points = [calibration.point(method, rule, n) for n in grid]
-                for reference in ("motion", "static"):
-                    mean = np.array(
-                        [p[reference]["mean"] if p[reference]["mean"] is not None else np.nan for p in points]
-                    )
-                    std = np.array([p[reference]["std"] if p[reference]["std"] is not None else np.nan for p in points])
-                    ax.plot(grid, mean, styles.get(rule, "-"), color=colours[reference], label=f"{reference}, {rule}")
-                    ax.fill_between(grid, mean - std, mean + std, color=colours[reference], alpha=0.12)
-            recommended = calibration.recommended
-            if recommended and recommended["method"] == method:
-                ax.axvline(recommended["n_std"], color="black", lw=0.8, ls=":")
-            ax.set_title(method, fontsize=10)
-            ax.set_xlabel("n_std")
-            ax.set_ylabel("spatial bias")
-            ax.set_ylim(0.0, 1.02)
-            ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(methods) :]:
-            ax.axis("off")
-        axes.flat[0].legend(fontsize=7, loc="lower right")
-        figure.suptitle("Spatial bias of the motion and static references on the probe clips", fontsize=11)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-    finally:
-        plt.close(figure)
+    for ax, method in zip(axes.flat, methods, strict=False):
+        for rule in calibration.thresholds:
+            points = [calibration.point(method, rule, n) for n in grid]
+            for reference in ("motion", "static"):
+                mean = np.array([p[reference]["mean"] if p[reference]["mean"] is not None else np.nan for p in points])
+                std = np.array([p[reference]["std"] if p[reference]["std"] is not None else np.nan for p in points])
+                ax.plot(grid, mean, styles.get(rule, "-"), color=colours[reference], label=f"{reference}, {rule}")
+                ax.fill_between(grid, mean - std, mean + std, color=colours[reference], alpha=0.12)
+        recommended = calibration.recommended
+        if recommended and recommended["method"] == method:
+            ax.axvline(recommended["n_std"], color="black", lw=0.8, ls=":")
+        ax.set_title(method, fontsize=10)
+        ax.set_xlabel("n_std")
+        ax.set_ylabel("spatial bias")
+        ax.set_ylim(0.0, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(methods) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower right")
+    figure.suptitle("Spatial bias of the motion and static references on the probe clips", fontsize=11)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
     return buffer.getvalue()
 
 
@@ -123,6 +139,8 @@ def report_markdown(calibration: Calibration) -> str:
                 "more.",
                 "",
             ]
+    for method, reason in cannot_tell(calibration).items():
+        lines += [f"**{method} cannot tell motion from context here**: {reason}.", ""]
     lines += [
         "Separation (paired over all probe clips: the mean per-clip difference over its standard deviation) per "
         "method at the paper's n_std = 4, and at the best n_std of each rule (read on the clips that chose it, so "

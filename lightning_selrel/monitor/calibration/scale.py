@@ -244,7 +244,10 @@ def unusable(point: Mapping[str, Any], minimum: float = MIN_SEPARATION) -> str |
     if gap is None or separation is None or not math.isfinite(gap) or not math.isfinite(separation):
         return "the references have no paired spread there"
     if gap <= 0:
-        return f"the static reference does not read above the motion reference there (gap {gap:.3f})"
+        return (
+            f"the static reference does not read above the motion reference there (gap {gap:.3f}): the method's "
+            "spatial bias cannot tell a motion model from a context model on these clips"
+        )
     if separation < minimum:
         return f"the references separate by {separation:.2f} there, below the minimum of {minimum:g}"
     return None
