@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from lightning_selrel.data.cache import build_cache
 from lightning_selrel.data.frames import C3D_RESIZE
@@ -27,9 +30,37 @@ def build_parser(prog: str = "python -m lightning_selrel cache") -> argparse.Arg
     return parser
 
 
+def _check(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, in one line (naming the value and the fix), or None."""
+    root, cache = Path(args.root).expanduser(), Path(args.cache_dir).expanduser()
+    if not root.is_dir():
+        return (
+            f"--root {args.root}: {'is a file, not' if root.exists() else 'no such'} folder; pass the UCF-101/ folder"
+        )
+    if args.workers is not None and args.workers < 1:
+        return f"--workers {args.workers}: must be at least 1 (leave it out for the default: cores, at most 8)"
+    if min(args.resize) < 1:
+        return f"--resize {args.resize[0]} {args.resize[1]}: H and W must be positive (default 128 171)"
+    if cache.exists() and not cache.is_dir():
+        return f"--cache-dir {args.cache_dir} is a file, not a folder; pass a folder for the cache"
+    existing = next((p for p in (cache, *cache.parents) if p.exists()), None)
+    if existing is not None:
+        try:  # writable by writing: os.access says yes to root on a read-only mount
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".selrel-write-test-"):
+                pass
+        except OSError as error:
+            return f"--cache-dir {args.cache_dir} cannot be written ({existing}: {error.strerror}); pass another folder"
+    return None
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "python -m lightning_selrel cache") -> int:
-    """``python -m lightning_selrel cache --root DIR --cache-dir DIR``: decode every video once."""
+    """``python -m lightning_selrel cache --root DIR --cache-dir DIR``: decode every video once (exit 2: bad
+    options, in one line)."""
     args = build_parser(prog).parse_args(argv)
+    problem = _check(args)
+    if problem is not None:
+        print(f"cache: error: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     summary = build_cache(args.root, args.cache_dir, args.resize, workers=args.workers, progress=True)
     print(f"{summary.built} videos decoded, {summary.reused} already cached, {len(summary.failed)} unreadable")

@@ -22,6 +22,7 @@ recommend; the report says why), 2 bad input, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import warnings
@@ -112,8 +113,8 @@ def _check(args: argparse.Namespace) -> list[str]:
         raise cal.CalibrationError(f"--min-motion {args.min_motion}: must be >= 0")
     if not args.min_separation > 0:
         raise cal.CalibrationError(f"--min-separation {args.min_separation}: must be positive")
-    if any(not n >= 0 for n in args.n_std_grid):
-        raise cal.CalibrationError(f"--n-std-grid {args.n_std_grid}: every n_std must be >= 0")
+    if any(not (math.isfinite(n) and n >= 0) for n in args.n_std_grid):
+        raise cal.CalibrationError(f"--n-std-grid {args.n_std_grid}: every n_std must be a finite number >= 0")
     try:
         methods = check_methods(args.methods or list(available_methods()))
     except ValueError as error:

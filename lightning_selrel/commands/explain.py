@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -203,8 +204,10 @@ def _check_args(args: argparse.Namespace) -> list[str]:
         ("--threads", args.threads, 1),
         ("--flow-threshold", args.flow_threshold, 0),
     ):
-        if value is not None and not value >= low:
-            raise ExplainError(f"{name} {value}: must be at least {low}")
+        if value is not None and not (math.isfinite(value) and value >= low):
+            raise ExplainError(f"{name} {value}: must be a finite number of at least {low}")
+    if args.clip_shape is not None and min(args.clip_shape) < 1:
+        raise ExplainError(f"--clip-shape {' '.join(map(str, args.clip_shape))}: T, H and W must be positive")
     if args.panel_size != 0 and not 32 <= args.panel_size <= 2160:
         raise ExplainError(
             f"--panel-size {args.panel_size}: use 0 (the model's input) or 32 to 2160 pixels (default 240)"
@@ -219,6 +222,13 @@ def _check_args(args: argparse.Namespace) -> list[str]:
             _check_writable(f"--{option}", Path(path))
     if args.out and args.json and Path(args.out).resolve() == Path(args.json).resolve():
         raise ExplainError(f"--out and --json are the same file {args.out}: pass two names")
+    for option in ("out", "json"):  # an output must never replace an input
+        for source in ("video", "ckpt"):
+            output, given = getattr(args, option), getattr(args, source, None)
+            if output and given and _same_file(output, given):
+                raise ExplainError(
+                    f"--{option} {output} is the --{source} file: writing it would destroy the input; pass another name"
+                )
     if args.show and (reason := display_unavailable()):
         if not args.out:
             raise ExplainError(f"--show: {reason}; pass --out FILE.mp4 to record the explanations instead")
@@ -263,6 +273,17 @@ def resolve_target(value: str | None, class_names: Sequence[str] | None, num_cla
         f"no class of that name; pass an index 0 to {(count or 1) - 1}"
         + (f" or one of the checkpoint's names ({shown})" if names else " (the checkpoint has no class names)")
     )
+
+
+def _same_file(first: str, second: str) -> bool:
+    """The two names are one file: the same resolved path, or (both existing) ``os.path.samefile``."""
+    a, b = Path(first).expanduser(), Path(second).expanduser()
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _check_writable(option: str, path: Path) -> None:

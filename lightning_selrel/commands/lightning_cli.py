@@ -66,6 +66,14 @@ PREDICTION_WRITER = "lightning_selrel.ClipPredictionWriter"
 
 #: Set to 1 to see the traceback of a configuration error instead of its one line.
 DEBUG_ENV = "LIGHTNING_SELREL_DEBUG"
+
+
+def debugging() -> bool:
+    """Whether :data:`DEBUG_ENV` asks for tracebacks: ``1``, ``true``, ``yes`` or ``on`` (``0``, ``false``, empty:
+    no)."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 _PACKAGE = str(Path(__file__).resolve().parents[1])  # lightning_selrel/
 # Errors a run raises on purpose when its configuration cannot work: one line each, before or during setup.
 _CONFIGURATION_ERRORS = (MisconfigurationException, CheckpointError, CalibrationError)
@@ -257,7 +265,7 @@ def run_lightning_cli(args: ArgsType = None, *, run: bool = True) -> SelrelCLI |
         return SelrelCLI(args=args, run=run, **cli_options())
     except Exception as error:
         message = None if getattr(error, "_selrel_started", False) else configuration_error(error)
-        if message is None or os.environ.get(DEBUG_ENV):
+        if message is None or debugging():
             raise
         print(f"{prog()} {_subcommand(argv)}: error: {message}".replace("  ", " "), file=sys.stderr)
         raise SystemExit(2) from None

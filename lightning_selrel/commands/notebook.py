@@ -92,7 +92,10 @@ def calibrate(out: str | Path = "calibration", *fit_args: str, overwrite: bool =
 
     argv = ["--out", str(out)] + (["--overwrite"] if overwrite else []) + _argv(options)
     args, rest = _parse(build_parser(), argv + list(fit_args), known=True)
-    code = run(args, rest)
+    try:
+        code = run(args, rest)
+    except SystemExit as exit_:  # the LightningCLI refused the configuration (its message is printed above)
+        raise CalibrationError(f"the configuration {' '.join(fit_args)} was refused (exit {exit_.code})") from None
     if code != 0:
         raise CalibrationError(f"calibrate exited with code {code}; nothing usable in {out}")
     return load_calibration(Path(out) / "calibration.json")

@@ -110,7 +110,14 @@ def load_classifier(
     datamodule = raw.get("datamodule_hyper_parameters") or {}
     datamodule = dict(datamodule) if isinstance(datamodule, Mapping) else {}
     hparams = dict(hparams or {})
-    shape = tuple(int(s) for s in clip_shape) if clip_shape is not None else _clip_shape(model, hparams, datamodule)
+    recorded = _clip_shape(model, hparams, datamodule)
+    shape = tuple(int(s) for s in clip_shape) if clip_shape is not None else recorded
+    if clip_shape is not None and recorded is not None and tuple(shape) != tuple(recorded):
+        raise CheckpointError(
+            f"{path} records clips of {' x '.join(map(str, recorded))} (T x H x W) and --clip-shape asks for "
+            f"{' x '.join(map(str, shape))}: the network is built for the recorded shape; drop --clip-shape (it is "
+            "for checkpoints that do not say)"
+        )
     if shape is None:
         raise CheckpointError(
             f"{path}: the clip shape of {cls.__name__} is unknown (no clip_shape on the model, in its hyperparameters "

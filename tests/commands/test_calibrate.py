@@ -50,6 +50,7 @@ def _one_line(capsys) -> str:
         (["--probe-clips=2"], "--probe-clips 2: at least 3"),
         (["--methods", "dtd", "nope"], "--methods: unknown explanation method(s) ['nope']"),
         (["--epochs=0"], "--epochs 0: must be at least 1"),
+        (["--n-std-grid", "2", "inf"], "--n-std-grid [2.0, inf]: every n_std must be a finite number >= 0"),
         (["--data=test_calibrate.NoLongClips"], "NoLongClips has no long_clips(stage, factor)"),
         (["--min-separation=0"], "--min-separation 0.0: must be positive"),
         (["--min-motion=-1"], "--min-motion -1.0: must be >= 0"),
@@ -97,3 +98,21 @@ def test_calibrate_as_a_function_returns_the_calibration_and_raises_on_bad_input
     with pytest.raises(cal.CalibrationError, match="--epochs 0: must be at least 1"):
         lightning_selrel.calibrate(tmp_path / "other", *cli_args, **{**options, "epochs": 0})
     assert not (tmp_path / "other").exists()
+
+
+def test_ctrl_c_while_a_reference_trains_exits_130_and_keeps_the_old_calibration(tmp_path, monkeypatch, capsys):
+    import signal
+
+    out = tmp_path / "calibration"
+    out.mkdir()
+    (out / "calibration.json").write_text('{"version": 2}')
+
+    def interrupt(self, trainer, pl_module, batch, batch_idx):
+        raise KeyboardInterrupt  # Ctrl-C inside Lightning's training loop, which catches it and exits 1
+
+    monkeypatch.setattr(cal.ReferenceSteward, "on_train_batch_start", interrupt, raising=False)
+    handler = signal.getsignal(signal.SIGINT)
+    assert main([*TINY, "--overwrite"]) == 130
+    assert "interrupted; nothing was written" in capsys.readouterr().err
+    assert (out / "calibration.json").read_text() == '{"version": 2}'  # the old one kept
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C works again afterwards

@@ -131,10 +131,14 @@ def test_ucf101_layout_errors_and_a_one_class_model_are_one_line(tmp_path, capsy
     assert no_logs(tmp_path)
 
 
-def test_debug_variable_shows_the_traceback(tmp_path, monkeypatch):
+def test_debug_variable_shows_the_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(DEBUG_ENV, "1")
     with pytest.raises(Exception, match="batch_size must be"):
         main(["fit", *TINY, "--data.init_args.batch_size=0"])
+    for off in ("0", "false", ""):  # a value that says no is no
+        monkeypatch.setenv(DEBUG_ENV, off)
+        line = fails(["fit", *TINY, "--data.init_args.batch_size=0"], capsys)
+        assert "batch_size must be" in line, off
 
 
 def test_python_m_shows_one_line_and_no_traceback(tmp_path):

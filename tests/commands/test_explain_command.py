@@ -257,6 +257,24 @@ def test_bad_input_is_one_line_naming_the_value(files, tmp_path, capsys):
             *("--ckpt", ckpt, "--video", video, "--target", "sideways", "--json", json_out)
         ],
         "out.mov": ["--ckpt", ckpt, "--video", video, "--out", "out.mov"],
+        "--n-std inf: must be a finite number": [
+            "--ckpt",
+            ckpt,
+            "--video",
+            video,
+            "--n-std",
+            "inf",
+            "--json",
+            json_out,
+        ],
+        "--clip-shape 0 16 16: T, H and W must be positive": [
+            *("--ckpt", ckpt, "--video", video, "--clip-shape", "0", "16", "16", "--json", json_out)
+        ],
+        "records clips of 16 x 16 x 16 (T x H x W) and --clip-shape asks for 8 x 16 x 16": [
+            *("--ckpt", ckpt, "--video", video, "--clip-shape", "8", "16", "16", "--json", json_out)
+        ],
+        "is the --video file: writing it would destroy the input": ["--ckpt", ckpt, "--video", video, "--out", video],
+        "--json " + ckpt + " is the --ckpt file": ["--ckpt", ckpt, "--video", video, "--json", ckpt],
         "nothing to write": ["--ckpt", ckpt, "--video", video],
         "--ckpt": ["--video", video],
     }
@@ -266,6 +284,7 @@ def test_bad_input_is_one_line_naming_the_value(files, tmp_path, capsys):
         assert err.startswith("explain: error: ") and err.count("\n") == 1, err
         assert expected in err and "Traceback" not in err, err
     assert not (tmp_path / "r.json").exists()
+    assert files.clip40.stat().st_size > 1000 and files.ckpt.stat().st_size > 1000  # the inputs are intact
 
 
 def test_python_m_dispatches_explain(files, tmp_path, capsys):

@@ -82,3 +82,24 @@ def test_cache_command_line(tmp_path, capsys):
     main(args)
     assert "0 videos decoded, 9 already cached" in capsys.readouterr().out
     assert (tmp_path / "cache" / "20x24" / "YoYo" / "v_YoYo_g01_c01.npy").is_file()
+
+
+def test_cache_command_line_names_bad_options_in_one_line_and_writes_nothing(tmp_path, capsys):
+    tree = write_ucf_tree(tmp_path / "tree")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    root, cache = str(tree.root), str(tmp_path / "cache")
+    cases = {
+        "--root missing: no such folder": ["--root", "missing", "--cache-dir", cache],
+        f"--root {a_file}: is a file, not folder": ["--root", str(a_file), "--cache-dir", cache],
+        "--workers 0: must be at least 1": ["--root", root, "--cache-dir", cache, "--workers", "0"],
+        "--workers -1: must be at least 1": ["--root", root, "--cache-dir", cache, "--workers", "-1"],
+        "--resize 0 0: H and W must be positive": ["--root", root, "--cache-dir", cache, "--resize", "0", "0"],
+        f"--cache-dir {a_file} is a file, not a folder": ["--root", root, "--cache-dir", str(a_file)],
+        "cannot be written": ["--root", root, "--cache-dir", "/proc/selrel_cache"],
+    }
+    for message, args in cases.items():
+        assert main(args) == 2, message
+        err = capsys.readouterr().err
+        assert err.startswith("cache: error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "cache").exists()  # nothing written, no 0x0/<class> folders

@@ -293,3 +293,53 @@ def test_a_method_that_orders_the_references_the_wrong_way_is_flagged_even_in_a_
     assert "**gradcam cannot tell motion from context here**" in cal.report_markdown(refused)
     static["gradcam"] = grid(0.85, 0.95)  # right way under one rule: not flagged
     assert cal.cannot_tell(_calibration(methods=["dtd", "gradcam"], scale=cal.scale_of(motion, static))) == {}
+
+
+def test_a_hand_edited_calibration_is_refused_field_by_field_before_any_work(tmp_path):
+    from lightning_selrel import C3DClassifier
+
+    cal.write_outputs(_calibration(references={"motion": _ref(), "static": _ref(4)}), tmp_path / "good")
+    good = json.loads((tmp_path / "good" / "calibration.json").read_text())
+
+    def edited(change) -> str:
+        data = json.loads(json.dumps(good))
+        change(data)
+        path = tmp_path / f"edit{len(list(tmp_path.glob('edit*')))}.json"
+        path.write_text(json.dumps(data))  # json writes NaN and Infinity as the bare words, as an editor would
+        return str(path)
+
+    def point(data):
+        return data["scale"]["dtd"]["std"]["4"]
+
+    cases = {
+        "scale.dtd.std.4.motion.mean must be a finite number or null, got 'abc'": lambda d: point(d)["motion"].update(
+            mean="abc"
+        ),
+        "scale.dtd.std.4 is missing or not a point, got 0.5": lambda d: d["scale"]["dtd"]["std"].update({"4": 0.5}),
+        "scale.dtd.std.4.motion is missing": lambda d: point(d).pop("motion"),
+        "scale.dtd.std.4.static.mean must be a finite number or null, got inf": lambda d: point(d)["static"].update(
+            mean=float("inf")
+        ),
+        "scale.dtd.std.4.gap must be a finite number or null, got nan": lambda d: point(d).update(gap=float("nan")),
+        "clip_shape must be [T, H, W] of positive integers, got 'abc'": lambda d: d.update(clip_shape="abc"),
+        "methods is missing": lambda d: d.pop("methods"),
+        "clip_shape is missing": lambda d: d.pop("clip_shape"),
+        "scale must be a mapping of method -> rule -> n_std -> point, got list": lambda d: d.update(scale=[1]),
+        "scale.dtd.std is missing (the file declares ['std', 'mad']; it holds ['mad', 'sdt'])": lambda d: d["scale"][
+            "dtd"
+        ].update(sdt=d["scale"]["dtd"].pop("std")),
+    }
+    for message, change in cases.items():
+        path = edited(change)
+        with pytest.raises(cal.CalibrationError) as error:
+            SelectiveRelevanceMonitor(methods=["dtd"], calibration=path)
+        text = str(error.value)
+        assert text.startswith(f"calibration {path}: ") and message in text and "calibrate again" in text, text
+    # Clips of another shape: refused at set-up, with the model in hand (before any training step).
+    other = edited(lambda d: d.update(clip_shape=[8, 16, 16]))
+    monitor = SelectiveRelevanceMonitor(methods=["dtd"], calibration=other)
+    model = C3DClassifier(num_classes=4, width=2, fc_dim=8, clip_shape=(16, 16, 16))
+    with pytest.raises(cal.CalibrationError, match=r"made for clips \[8, 16, 16\] \(T, H, W\), the model takes"):
+        monitor.calibration.check_model(other, model, ["dtd"], None)
+    with pytest.raises(MisconfigurationException, match=r"made for clips \[8, 16, 16\]"):
+        monitor.setup(type("T", (), {"limit_val_batches": 0})(), model, "validate")

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from lightning_selrel.metrics.functional import spatial_bias
+from lightning_selrel.monitor.calibration.checks import check_fields
 from lightning_selrel.relevance.methods import GRADCAM_FAMILY, explain, layer_name, method_options
 from lightning_selrel.relevance.selective import THRESHOLDS, selective_relevance
 
@@ -147,6 +148,12 @@ class Calibration:
     ) -> None:
         """Refuse this calibration for ``model``'s maps when its input normalisation, or the GradCAM family's layer
         (only where ``methods`` use the family), differs from what the references were explained with."""
+        shape = getattr(model, "clip_shape", None) or (getattr(model, "hparams", None) or {}).get("clip_shape")
+        if shape is not None and [int(s) for s in shape] != [int(s) for s in self.clip_shape]:
+            raise CalibrationError(
+                f"calibration {where} was made for clips {list(self.clip_shape)} (T, H, W), the model takes "
+                f"{[int(s) for s in shape]}; calibrate with this model and data"
+            )
         compared: dict[str, Any] = {"normalisation": normalisation_of(model)}
         if any(m in GRADCAM_FAMILY for m in methods):
             compared["gradcam_layer"] = layer_name(model, gradcam_layer)
@@ -234,6 +241,10 @@ def load_calibration(path: str | os.PathLike) -> Calibration:
         )
     if not isinstance(data, dict) or data.get("version") != CALIBRATION_VERSION or "scale" not in data:
         raise CalibrationError(f"{path} is not a calibration of version {CALIBRATION_VERSION}; {fix}")
+    try:
+        check_fields(data, str(path))  # a hand-edited or damaged file: one line, before any work
+    except ValueError as error:
+        raise CalibrationError(str(error)) from None
     fields = Calibration.__dataclass_fields__
     return Calibration(**{k: v for k, v in data.items() if k in fields})
 

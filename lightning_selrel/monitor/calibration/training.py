@@ -13,8 +13,10 @@ divides its learning rate by ``lr_drop``, at most ``max_recoveries`` times. What
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
+import signal
 from typing import Any
 
 import pytorch_lightning as pl
@@ -223,5 +225,14 @@ def train_reference(
         num_sanity_val_steps=0,
         callbacks=[steward],
     )
-    trainer.fit(reference, data)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(reference, data)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning caught a Ctrl-C and exits 1: an interrupt, as the caller promises
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        with contextlib.suppress(ValueError, TypeError):  # Lightning ignores SIGINT after catching one
+            signal.signal(signal.SIGINT, previous)
     return reference.eval()
