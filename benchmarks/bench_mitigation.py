@@ -43,8 +43,12 @@ from lightning_selrel.metrics import tags
 from lightning_selrel.metrics.functional import rank_correlation
 
 METHODS = ("dtd", "guided_backprop", "guided_gradcam")
-#: The default run's optimiser (configs/synthetic.yaml: Adam, lr 1e-3); the classifier's own fallback is SGD.
-ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
+#: ``--optimizer``: ``adam``, the default run's (configs/synthetic.yaml: Adam, lr 1e-3), or ``sgd``, the classifier's
+#: own fallback when it is built in Python without one (SGD, lr 1e-3, momentum 0.9).
+OPTIMIZERS = {
+    "adam": functools.partial(torch.optim.Adam, lr=1e-3),
+    "sgd": functools.partial(torch.optim.SGD, lr=1e-3, momentum=0.9),
+}
 RUNS = ("context", "none", "background_erasing", "stillmix", "stillmix_batch", "stillmix_all", "motion")
 DEFAULT_RUNS = ("context", "none", "background_erasing", "stillmix", "stillmix_batch", "motion")
 #: Run name -> (the data's cue, the mitigation callback's options or None).
@@ -59,7 +63,9 @@ SETUPS = {
 }
 
 
-def fit(run: str, camera: float, epochs: int, out: Path, seed: int, calibration: str | None = None) -> dict:
+def fit(
+    run: str, camera: float, epochs: int, out: Path, seed: int, calibration: str | None = None, optimizer: str = "adam"
+) -> dict:
     cue, mitigation = SETUPS[run]
     pl.seed_everything(seed, verbose=False)
     data = MotionContextDataModule(cue=cue, camera_speed=camera, seed=seed)
@@ -70,7 +76,7 @@ def fit(run: str, camera: float, epochs: int, out: Path, seed: int, calibration:
         clip_shape=(16, 48, 48),
         dropout=0.2,
         class_names=data.class_names,
-        optimizer=ADAM,
+        optimizer=OPTIMIZERS[optimizer],
     )
     monitor = SelectiveRelevanceMonitor(
         methods=list(METHODS),
@@ -107,7 +113,7 @@ def cost(seed: int, steps: int = 20) -> dict[str, float]:
     same batches of the default run, interleaved so that machine noise hits both alike."""
     torch.manual_seed(seed)
     data = MotionContextDataModule(seed=seed)
-    model = C3DClassifier(num_classes=4, width=8, fc_dim=128, clip_shape=(16, 48, 48), dropout=0.2, optimizer=ADAM)
+    model = C3DClassifier(num_classes=4, width=8, fc_dim=128, clip_shape=(16, 48, 48), dropout=0.2)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batches = [next(iter(data.train_dataloader())) for _ in range(2)]
     hooks = {name: StaticBiasMitigation(**(SETUPS[name][1] or {}), seed=seed) for name in SETUPS if SETUPS[name][1]}
@@ -161,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("mitigation_runs"))
     parser.add_argument("--no-cost", action="store_true", help="skip the timing table")
     parser.add_argument(
+        "--optimizer",
+        choices=list(OPTIMIZERS),
+        default="adam",
+        help="adam: the default run's (default); sgd: the classifier's fallback (SGD 1e-3, momentum 0.9)",
+    )
+    parser.add_argument(
         "--calibration",
         help="a calibration.json of `python -m lightning_selrel calibrate` on the built-in data: also calibrated "
         "spatial bias (0 = its motion reference, 1 = its static one)",
@@ -170,13 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     for camera in args.cameras:
         results[f"{camera:g}"] = {}
         for run in args.runs:
-            result = fit(run, camera, args.epochs, args.out, args.seed, args.calibration)
+            result = fit(run, camera, args.epochs, args.out, args.seed, args.calibration, args.optimizer)
             results[f"{camera:g}"][run] = result
             print(f"camera {camera:g}, {run}: {result['seconds']:.0f} s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     for camera, runs in results.items():
-        print(f"\n**camera {camera} px/frame**, {args.epochs} epochs, seed {args.seed}:\n")
+        print(f"\n**camera {camera} px/frame**, {args.epochs} epochs, seed {args.seed}, {args.optimizer}:\n")
         print(
             "| run | trained on | conflict motion share | p(motion) | frozen acc | reliance | "
             + " | ".join(f"spatial bias {m}" for m in METHODS)

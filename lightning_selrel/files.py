@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "describe", "is_lightning_checkpoint", "load_file"]
+__all__ = ["CheckpointError", "describe", "is_lightning_checkpoint", "load_file", "unwritable"]
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
 _PICKLE_PROTOCOL = 0x80  # the legacy format starts with a pickle (protocol 2 or later)
@@ -110,3 +110,15 @@ def describe(obj: Any) -> str:
     if isinstance(obj, torch.Tensor):
         return f"a single tensor of shape {tuple(obj.shape)}"
     return f"a {type(obj).__name__}"
+
+
+def unwritable(folder: str | os.PathLike) -> str | None:
+    """Why nothing can be written in ``folder`` (an existing one), found by writing: a temporary file is created
+    and removed. ``os.access`` says yes to root on a read-only mount or under /proc; this does not. None: it can."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".selrel-write-test-"):
+            return None
+    except OSError as error:
+        return error.strerror or str(error)

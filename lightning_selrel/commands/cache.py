@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from lightning_selrel.data.cache import build_cache
 from lightning_selrel.data.frames import C3D_RESIZE
+from lightning_selrel.files import unwritable
 
 __all__ = ["build_parser", "main"]
 
@@ -44,12 +44,9 @@ def _check(args: argparse.Namespace) -> str | None:
     if cache.exists() and not cache.is_dir():
         return f"--cache-dir {args.cache_dir} is a file, not a folder; pass a folder for the cache"
     existing = next((p for p in (cache, *cache.parents) if p.exists()), None)
-    if existing is not None:
-        try:  # writable by writing: os.access says yes to root on a read-only mount
-            with tempfile.NamedTemporaryFile(dir=existing, prefix=".selrel-write-test-"):
-                pass
-        except OSError as error:
-            return f"--cache-dir {args.cache_dir} cannot be written ({existing}: {error.strerror}); pass another folder"
+    reason = unwritable(existing) if existing is not None else None  # by writing, not os.access (root)
+    if reason is not None:
+        return f"--cache-dir {args.cache_dir} cannot be written ({existing}: {reason}); pass another folder"
     return None
 
 

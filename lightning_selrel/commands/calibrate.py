@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lightning_selrel.commands.lightning_cli import SelrelCLI, cli_options
+from lightning_selrel.files import unwritable
 from lightning_selrel.monitor import calibration as cal
 from lightning_selrel.monitor.behaviour import freeze
 from lightning_selrel.monitor.callback import SelectiveRelevanceMonitor
@@ -119,7 +120,14 @@ def _check(args: argparse.Namespace) -> list[str]:
         methods = check_methods(args.methods or list(available_methods()))
     except ValueError as error:
         raise cal.CalibrationError(f"--methods: {error}") from None
-    json_path = Path(args.out) / "calibration.json"
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise cal.CalibrationError(f"--out {args.out} is a file, not a folder; pass a folder for the calibration")
+    existing = next((p for p in (out, *out.resolve().parents) if p.exists()), None)
+    reason = unwritable(existing) if existing is not None else None  # by writing: os.access says yes to root
+    if reason is not None:
+        raise cal.CalibrationError(f"--out {args.out} cannot be written ({existing}: {reason}); pass another folder")
+    json_path = out / "calibration.json"
     if json_path.exists() and not args.overwrite:
         raise cal.CalibrationError(f"--out {args.out}: {json_path} exists; pass --overwrite or another --out")
     return methods

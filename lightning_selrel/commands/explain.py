@@ -49,6 +49,7 @@ from lightning_selrel.commands.stream import (
 )
 from lightning_selrel.commands.windows import WindowExplainer, json_safe, run_live, run_offline
 from lightning_selrel.data.frames import FramePrep, FramePrepError
+from lightning_selrel.files import unwritable
 from lightning_selrel.metrics.flow import FLOW_METHODS
 from lightning_selrel.models.checkpoint import CheckpointError, load_classifier
 from lightning_selrel.relevance.methods import available_methods, check_methods, check_model
@@ -293,8 +294,11 @@ def _check_writable(option: str, path: Path) -> None:
         raise ExplainError(f"{option} {path}: folder {folder} does not exist; create it")
     if path.is_dir():
         raise ExplainError(f"{option} {path} is a folder; pass a file name")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ExplainError(f"{option} {path}: folder {folder} cannot be written (permission denied); choose another")
+    reason = unwritable(folder)  # by writing: os.access says yes to root on a read-only mount or under /proc
+    if reason is not None:
+        raise ExplainError(f"{option} {path}: folder {folder} cannot be written ({reason}); choose another")
+    if len(_staged(path).name.encode()) > 255:  # the temporary name the output is written under must fit too
+        raise ExplainError(f"{option} {path}: the file name is too long (at most ~230 bytes); pass a shorter one")
     if path.exists() and not os.access(path, os.W_OK):
         raise ExplainError(f"{option} {path} exists and cannot be replaced (permission denied); choose another name")
 

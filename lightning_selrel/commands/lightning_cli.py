@@ -22,7 +22,7 @@ from pytorch_lightning.loggers.logger import DummyLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
-from lightning_selrel.files import CheckpointError, describe, is_lightning_checkpoint, load_file
+from lightning_selrel.files import CheckpointError, describe, is_lightning_checkpoint, load_file, unwritable
 from lightning_selrel.models.architectures import check_architecture
 from lightning_selrel.models.classifier import C3DClassifier
 from lightning_selrel.monitor.calibration import CalibrationError
@@ -207,9 +207,10 @@ class SelrelCLI(LightningCLI):
             raise MisconfigurationException(
                 f"log folder {path}: {existing} is a file, not a folder; pass --trainer.default_root_dir DIR"
             )
-        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        reason = unwritable(existing) if existing is not None else None  # by writing, not os.access (root)
+        if reason is not None:
             raise MisconfigurationException(
-                f"log folder {path} cannot be written ({existing}: permission denied); pass --trainer.default_root_dir "
+                f"log folder {path} cannot be written ({existing}: {reason}); pass --trainer.default_root_dir "
                 "DIR (or the logger's save_dir) where you can write"
             )
 

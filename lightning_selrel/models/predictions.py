@@ -27,6 +27,8 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_selrel.files import unwritable
+
 __all__ = ["ClipPredictionWriter"]
 
 _FORMATS = (".csv", ".json")
@@ -62,9 +64,12 @@ class ClipPredictionWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.rows = []
         self.path = self._target(trainer)
-        folder = self.path.resolve().parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise ValueError(f"ClipPredictionWriter: folder {folder} of {self.path} does not exist or is not writable")
+        folder = self.path.resolve().parent  # the run's log folder may not exist yet: made here, as loggers do
+        if not folder.exists() and self.output is None:
+            folder.mkdir(parents=True, exist_ok=True)
+        reason = unwritable(folder) if folder.is_dir() else "no such folder"
+        if reason is not None:
+            raise ValueError(f"ClipPredictionWriter: {self.path} cannot be written in {folder} ({reason})")
 
     @override
     def write_on_batch_end(

@@ -51,6 +51,8 @@ def _one_line(capsys) -> str:
         (["--methods", "dtd", "nope"], "--methods: unknown explanation method(s) ['nope']"),
         (["--epochs=0"], "--epochs 0: must be at least 1"),
         (["--n-std-grid", "2", "inf"], "--n-std-grid [2.0, inf]: every n_std must be a finite number >= 0"),
+        (["--out=/proc/selrel_calibration"], "--out /proc/selrel_calibration cannot be written (/proc:"),
+        (["--out=/proc/version"], "--out /proc/version is a file, not a folder"),
         (["--data=test_calibrate.NoLongClips"], "NoLongClips has no long_clips(stage, factor)"),
         (["--min-separation=0"], "--min-separation 0.0: must be positive"),
         (["--min-motion=-1"], "--min-motion -1.0: must be >= 0"),

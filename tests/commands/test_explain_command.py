@@ -381,6 +381,10 @@ def test_unwritable_outputs_are_named_before_any_work(files, tmp_path, capsys, m
         f"--json {folder} is a folder; pass a file name": ["--json", str(folder)],
         "--panel-size 8: use 0": ["--json", str(tmp_path / "r.json"), "--panel-size", "8"],
         "--out and --json are the same file": ["--out", str(tmp_path / "x.gif"), "--json", str(tmp_path / "x.gif")],
+        # Found by writing, not by os.access (which says yes to root): /proc takes no new file.
+        "--json /proc/x.json: folder /proc cannot be written": ["--json", "/proc/x.json"],
+        # A legal 250-character name whose temporary name would pass 255 bytes.
+        "the file name is too long": ["--json", str(tmp_path / ("r" * 245 + ".json"))],
     }
     for expected, args in cases.items():
         assert main([*base, *args, "--quiet"]) == 2, expected
