@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: fit test test-fast lint format bench tensorboard clean
+.PHONY: fit test test-fast test-torchvision lint format bench tensorboard clean
 
 # Torch first and pinned (a CPU wheel here; `make fit TORCH=torch` for your platform's build), then the
 # package in editable mode. The stamp files make the second run skip the install.
@@ -19,8 +19,21 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,wandb,mlflow]"
 	touch $@
+
+# torchvision's video models (tests/models/test_torchvision.py) in a virtual environment of their own: PyPI's
+# torchvision wheel over this machine's CPU torch breaks `import torchmetrics` in the environment it lands in.
+TV_VENV ?= .venv-torchvision
+$(TV_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TV_VENV)
+	$(TV_VENV)/bin/python -m pip install --upgrade pip
+	$(TV_VENV)/bin/python -m pip install "$(TORCH)"
+	$(TV_VENV)/bin/python -m pip install -e ".[test,torchvision]"
+	touch $@
+
+test-torchvision: $(TV_VENV)/.installed
+	$(TV_VENV)/bin/python -m pytest tests/models/test_torchvision.py $(PYTEST_ARGS)
 
 fit: $(VENV)/.installed
 	$(BIN)/python -m lightning_selrel fit $(ARGS)
@@ -50,4 +63,4 @@ tensorboard: $(VENV)/.installed
 	$(BIN)/python -m tensorboard.main --logdir lightning_logs
 
 clean:
-	rm -rf $(VENV) lightning_logs .pytest_cache
+	rm -rf $(VENV) $(TV_VENV) lightning_logs .pytest_cache

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_explain import input_gradient  # noqa: E402  (the same yardstick as the paper's Table 4)
 
-from lightning_selrel.models.classifier import C3DClassifier  # noqa: E402
+from lightning_selrel.models.classifier import VideoClassifier  # noqa: E402
 from lightning_selrel.relevance.dtd import dtd  # noqa: E402
 
 NETWORKS = {
@@ -45,7 +45,7 @@ def timed(fn) -> float:
 
 def measure(name: str, repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
-    model = C3DClassifier(**NETWORKS[name]).eval()
+    model = VideoClassifier(**NETWORKS[name]).eval()
     for p in model.parameters():
         p.requires_grad_(False)  # as the monitor explains: no weight gradients in either
     shape = NETWORKS[name]["clip_shape"]

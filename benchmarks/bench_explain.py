@@ -35,7 +35,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightning_selrel.models.classifier import C3DClassifier  # noqa: E402
+from lightning_selrel.models.classifier import VideoClassifier  # noqa: E402
 from lightning_selrel.relevance.methods import explain  # noqa: E402
 from lightning_selrel.relevance.selective import selective_relevance  # noqa: E402
 
@@ -69,7 +69,7 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def input_gradient(model: C3DClassifier, clips: torch.Tensor) -> torch.Tensor:
+def input_gradient(model: VideoClassifier, clips: torch.Tensor) -> torch.Tensor:
     """The yardstick: forward + backward to the float pixel clip, for the predicted class."""
     with torch.enable_grad():
         x = clips.float().requires_grad_()
@@ -93,7 +93,7 @@ def scipy_selective(relevance: np.ndarray, n_std: float = 4.0, floor: float = 1e
 
 
 def bench_batch(
-    model: C3DClassifier, batch: int, shape: tuple[int, int, int], args, device, budget: float, warm_up: bool
+    model: VideoClassifier, batch: int, shape: tuple[int, int, int], args, device, budget: float, warm_up: bool
 ) -> dict:
     """Times every cell at one batch size: interleaved rounds while the next round fits ``budget``."""
     started = time.perf_counter()
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             config = dict(num_classes=101, width=64, fc_dim=4096, clip_shape=(16, 112, 112), arch=arch)
         torch.manual_seed(0)
-        model = C3DClassifier(**config).to(device).eval()
+        model = VideoClassifier(**config).to(device).eval()
         size = sum(p.numel() for p in model.parameters()) / 1e6
         shape = tuple(config["clip_shape"])
         print(f"\n{arch}: {config}, {size:.1f} M parameters", flush=True)

@@ -38,7 +38,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_selrel import C3DClassifier, MotionContextDataModule, SelectiveRelevanceMonitor, StaticBiasMitigation
+from lightning_selrel import MotionContextDataModule, SelectiveRelevanceMonitor, StaticBiasMitigation, VideoClassifier
 from lightning_selrel.metrics import tags
 from lightning_selrel.metrics.functional import rank_correlation
 
@@ -69,7 +69,7 @@ def fit(
     cue, mitigation = SETUPS[run]
     pl.seed_everything(seed, verbose=False)
     data = MotionContextDataModule(cue=cue, camera_speed=camera, seed=seed)
-    model = C3DClassifier(
+    model = VideoClassifier(
         num_classes=4,
         width=8,
         fc_dim=128,
@@ -113,7 +113,7 @@ def cost(seed: int, steps: int = 20) -> dict[str, float]:
     same batches of the default run, interleaved so that machine noise hits both alike."""
     torch.manual_seed(seed)
     data = MotionContextDataModule(seed=seed)
-    model = C3DClassifier(num_classes=4, width=8, fc_dim=128, clip_shape=(16, 48, 48), dropout=0.2)
+    model = VideoClassifier(num_classes=4, width=8, fc_dim=128, clip_shape=(16, 48, 48), dropout=0.2)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batches = [next(iter(data.train_dataloader())) for _ in range(2)]
     hooks = {name: StaticBiasMitigation(**(SETUPS[name][1] or {}), seed=seed) for name in SETUPS if SETUPS[name][1]}

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lightning_selrel import C3DClassifier, MotionContextDataset, available_methods, explain_with_logits, motion_mask
+from lightning_selrel import MotionContextDataset, VideoClassifier, available_methods, explain_with_logits, motion_mask
 from lightning_selrel.commands import main
 from lightning_selrel.metrics.functional import clip_scores, mask_iou, selectivity
 from lightning_selrel.monitor.behaviour import BEHAVIOUR, behaviour
@@ -56,7 +56,7 @@ AREAS = (("positive", 0.1), ("top", 0.1), ("mass", 0.5), ("mass", 0.8))
 FLOW_THRESHOLD = 1.5  # the monitor's default (benchmarks/bench_flow_threshold.py)
 
 
-def train(cue: str, variant: str, root: Path, arch: str, seed: int | None = None) -> tuple[C3DClassifier, float]:
+def train(cue: str, variant: str, root: Path, arch: str, seed: int | None = None) -> tuple[VideoClassifier, float]:
     held_out = [] if seed is None else [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
     cli = main(
         [
@@ -72,7 +72,7 @@ def train(cue: str, variant: str, root: Path, arch: str, seed: int | None = None
             *held_out,
         ]
     )
-    model = C3DClassifier.load_from_checkpoint(cli.trainer.checkpoint_callback.best_model_path, map_location="cpu")
+    model = VideoClassifier.load_from_checkpoint(cli.trainer.checkpoint_callback.best_model_path, map_location="cpu")
     return model.eval(), float(cli.trainer.callback_metrics["val/acc"])
 
 
@@ -90,7 +90,7 @@ def labels(result: dict) -> list[str]:
 
 
 def measure(
-    model: C3DClassifier,
+    model: VideoClassifier,
     dataset: MotionContextDataset,
     indices: list[int],
     n_std: float,

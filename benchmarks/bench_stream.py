@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lightning_selrel.commands.stream import Outputs, VideoSink, open_source  # noqa: E402
 from lightning_selrel.commands.windows import WindowExplainer, run_live  # noqa: E402
 from lightning_selrel.data.frames import FramePrep  # noqa: E402
-from lightning_selrel.models.classifier import C3DClassifier  # noqa: E402
+from lightning_selrel.models.classifier import VideoClassifier  # noqa: E402
 
 MODELS = {
     "small": dict(num_classes=4, width=8, fc_dim=128, clip_shape=(16, 48, 48)),
@@ -88,7 +88,7 @@ def write_video(path: Path, seconds: float, fps: float, size: tuple[int, int] = 
 def run(model_name: str, method: str, seconds: float, fps: float, folder: Path, threads: int) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = C3DClassifier(**MODELS[model_name]).eval()
+    model = VideoClassifier(**MODELS[model_name]).eval()
     video = folder / f"stream_{seconds:g}s.avi"
     if not video.exists():
         write_video(video, seconds, fps)

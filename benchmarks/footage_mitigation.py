@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from footage_calibration import FOOTAGE, SIZE, write_tree  # noqa: E402
 
-from lightning_selrel import C3DClassifier, SelectiveRelevanceMonitor, StaticBiasMitigation, UCF101DataModule  # noqa: E402
+from lightning_selrel import SelectiveRelevanceMonitor, StaticBiasMitigation, UCF101DataModule, VideoClassifier  # noqa: E402
 from lightning_selrel.metrics import tags  # noqa: E402
 
 METHODS = ("dtd", "guided_backprop", "guided_gradcam")
@@ -51,7 +51,7 @@ def fit(run: str, root: Path, annotations: Path, epochs: int, out: Path, seed: i
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data.setup("fit")
-    model = C3DClassifier(
+    model = VideoClassifier(
         num_classes=data.num_classes,
         width=8,
         fc_dim=128,

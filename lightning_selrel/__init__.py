@@ -14,7 +14,7 @@ builds the import graph and fails on a circle or an upward import)::
 - :mod:`~lightning_selrel.commands`: ``python -m lightning_selrel`` (fit, explain, calibrate, cache).
 
 Names are imported lazily, on first use: ``import lightning_selrel.relevance.selective`` (or
-``lightning_selrel.metrics``) loads neither PyTorch Lightning nor captum, and ``lightning_selrel.C3DClassifier``
+``lightning_selrel.metrics``) loads neither PyTorch Lightning nor captum, and ``lightning_selrel.VideoClassifier``
 imports what it needs when it is first touched. The module paths of 0.1.0 (``lightning_selrel.ucf101``, ...) still
 import, with a DeprecationWarning (:mod:`lightning_selrel._compat`).
 """
@@ -34,6 +34,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "C3D": "models.c3d",
     "C3DClassifier": "models.classifier",
+    "VideoClassifier": "models.classifier",
     "ClipPredictionWriter": "models.predictions",
     "MotionContextDataModule": "data.synthetic",
     "MotionContextDataset": "data.synthetic",

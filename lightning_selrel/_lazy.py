@@ -2,7 +2,7 @@
 
 Each package's ``__init__`` lists its public names and the module that defines each, so that importing a pure
 part (``lightning_selrel.relevance.selective``, ``lightning_selrel.metrics``) loads neither PyTorch Lightning
-nor captum, while ``from lightning_selrel.models import C3DClassifier`` still works.
+nor captum, while ``from lightning_selrel.models import VideoClassifier`` still works.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchvision_import import declare_missing_detection_ops
+
+declare_missing_detection_ops()  # before anything imports torchmetrics, which imports torchvision when installed
 
 
 @pytest.fixture

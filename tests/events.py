@@ -28,5 +28,6 @@ def images(events: EventAccumulator) -> dict[str, list]:
 
 
 def layout(events: EventAccumulator) -> layout_pb2.Layout:
-    tensor = events.Tensors("custom_scalars__config__")[0].tensor_proto
+    """The layout TensorBoard shows: the run's last (its custom-scalars plugin reads the newest point)."""
+    tensor = events.Tensors("custom_scalars__config__")[-1].tensor_proto
     return layout_pb2.Layout.FromString(tensor.string_val[0])

@@ -30,11 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from lightning_selrel._lightning import pl
 from lightning_selrel.commands.lightning_cli import SelrelCLI, cli_options
 from lightning_selrel.files import unwritable
 from lightning_selrel.monitor import calibration as cal

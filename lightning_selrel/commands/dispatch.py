@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from pytorch_lightning.cli import ArgsType
-
+from lightning_selrel._lightning import ArgsType
 from lightning_selrel.commands.lightning_cli import DEBUG_ENV, SelrelCLI, prog, run_lightning_cli
 
 __all__ = ["COMMANDS", "console", "front_door_help", "main"]

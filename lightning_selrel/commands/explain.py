@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from lightning_selrel.commands.config_file import ConfigFileError, add_config_option, expand_config
 from lightning_selrel.commands.stream import (
     Outputs,
     StatusLine,
@@ -80,6 +81,7 @@ def build_parser(prog: str = "python -m lightning_selrel explain") -> argparse.A
         "while a window is explained are dropped, not queued; Ctrl-C stops and finishes the outputs. "
         "Exit codes: 0 done, 2 bad input, 130 offline run interrupted.",
     )
+    add_config_option(parser)
     parser.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) written by fit")
     parser.add_argument(
         "--model-class",
@@ -176,8 +178,12 @@ def main(
 
     ``on_window`` is passed to :func:`run_live` (a hook for tests).
     """
+    parser = build_parser(prog)
     try:
-        args = build_parser(prog).parse_args(argv)
+        args = parser.parse_args(expand_config(parser, sys.argv[1:] if argv is None else argv))
+    except ConfigFileError as error:
+        print(f"explain: error: {error}", file=sys.stderr)
+        return 2
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
@@ -442,6 +448,7 @@ def run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] | 
             clip_shape=args.clip_shape,
             trust_arch=args.trust_arch,
             trust_fix="pass --trust-arch {arch}",
+            model_class_fix="pass --model-class {name}",
         )
         model, datamodule, clip_shape = loaded.model, loaded.datamodule, loaded.clip_shape
         check_model(model, methods, layer=args.layer)

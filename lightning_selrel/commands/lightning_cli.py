@@ -1,4 +1,5 @@
-"""The LightningCLI of ``fit``, ``validate``, ``test`` and ``predict``, around :class:`C3DClassifier`.
+"""The LightningCLI of ``fit``, ``validate``, ``test`` and ``predict``, around :class:`VideoClassifier` by default and
+any LightningModule with ``--model mypkg.MyModule`` (LightningCLI's subclass mode).
 
 With no arguments, ``fit`` trains a small C3D on the built-in motion/context data on a CPU in a
 few minutes; ``configs/synthetic.yaml`` spells out exactly these defaults (a test keeps the two in
@@ -9,27 +10,34 @@ checkpoint carries everything needed to rebuild and annotate it.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from jsonargparse import Namespace
-from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
-from pytorch_lightning.loggers.logger import DummyLogger
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
+from lightning_selrel._lightning import (
+    PACKAGE,
+    ArgsType,
+    DummyLogger,
+    LightningArgumentParser,
+    LightningCLI,
+    MisconfigurationException,
+    SaveConfigCallback,
+    pl,
+)
 from lightning_selrel.files import CheckpointError, describe, is_lightning_checkpoint, load_file, unwritable
-from lightning_selrel.models.architectures import check_architecture
-from lightning_selrel.models.classifier import C3DClassifier
+from lightning_selrel.models.architectures import CLASSIFIER_PATHS, check_architecture, check_model_class, import_path
 from lightning_selrel.monitor.calibration import CalibrationError
 
 __all__ = [
     "CALLBACK_DEFAULTS",
     "DATA_DEFAULT",
+    "MODEL_CLASS",
     "MODEL_DEFAULTS",
     "TRAINER_DEFAULTS",
     "DEBUG_ENV",
@@ -40,16 +48,23 @@ __all__ = [
     "run_lightning_cli",
 ]
 
+#: The model's class path by default: this project's classifier (``--model mypkg.MyModule`` trains another).
+MODEL_CLASS = "lightning_selrel.VideoClassifier"
 # The small model the default run trains (the standard C3D is width 64, fc_dim 4096).
 MODEL_DEFAULTS: dict[str, Any] = {
-    "model.width": 8,
-    "model.fc_dim": 128,
-    "model.dropout": 0.2,
-    "model.optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3}},
-    "model.scheduler": {
-        "class_path": "torch.optim.lr_scheduler.ReduceLROnPlateau",
-        "init_args": {"mode": "min", "factor": 0.1, "patience": 10},
-    },
+    "model": {
+        "class_path": MODEL_CLASS,
+        "init_args": {
+            "width": 8,
+            "fc_dim": 128,
+            "dropout": 0.2,
+            "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3}},
+            "scheduler": {
+                "class_path": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+                "init_args": {"mode": "min", "factor": 0.1, "patience": 10},
+            },
+        },
+    }
 }
 DATA_DEFAULT: dict[str, Any] = {"class_path": "lightning_selrel.MotionContextDataModule"}
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -156,27 +171,46 @@ class SelrelCLI(LightningCLI):
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Lists, not tuples: Lightning compares the model's and the data module's hyperparameters.
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.clip_shape", "model.clip_shape", compute_fn=list, apply_on="instantiate")
-        parser.link_arguments("data.class_names", "model.class_names", compute_fn=list, apply_on="instantiate")
+        # Lists, not tuples: Lightning compares the model's and the data module's hyperparameters. A user's module
+        # that takes none of these is built without them.
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.clip_shape", "model.init_args.clip_shape", compute_fn=list, apply_on="instantiate")
+        parser.link_arguments(
+            "data.class_names", "model.init_args.class_names", compute_fn=list, apply_on="instantiate"
+        )
         parser.set_defaults({"data": DATA_DEFAULT, "trainer.callbacks": CALLBACK_DEFAULTS, **MODEL_DEFAULTS})
 
     @override
     def _parse_ckpt_path(self) -> None:
-        """Lightning reads ``--ckpt_path`` here for the checkpoint's hyperparameters and applies them: say first what a
-        file that cannot be resumed from is, and refuse an ``arch`` class path that the user's own configuration does
-        not name (a checkpoint is data; the configuration is code)."""
+        """The checkpoint's hyperparameters applied to the configuration, as Lightning's own method does, after saying
+        what a file that cannot be resumed from is, and refusing a model class path or an ``arch`` class path that
+        the user's own configuration does not name (a checkpoint is data; the configuration is code). Unlike
+        Lightning's, a user's module gets only the hyperparameters its constructor takes: LightningCLI records the
+        data module's linked values (``clip_shape``, ...) even for a module that does not take them, and would pass
+        them back on resume."""
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            config = self.config[subcommand]
-            ckpt_path = config.get("ckpt_path")
-            checkpoint = self._check_ckpt_path(ckpt_path)
-            if checkpoint is not None:
-                own = config.get("model.arch") if isinstance(config.get("model"), Namespace) else None
-                fix = "name it yourself with --model.arch {arch} (your configuration is yours to trust)"
-                check_architecture(checkpoint, ckpt_path, own, fix=fix)
-        super()._parse_ckpt_path()
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        checkpoint = self._check_ckpt_path(ckpt_path)
+        if checkpoint is None:
+            return
+        model = config.get("model")
+        chosen = model.get("class_path") if isinstance(model, Namespace) else None
+        fix = "name it yourself with --model {name} (your configuration is yours to trust)"
+        check_model_class(checkpoint, ckpt_path, chosen, fix=fix)  # before Lightning's loader imports it
+        own = model.get("init_args.arch") if isinstance(model, Namespace) and chosen in CLASSIFIER_PATHS else None
+        fix = "name it yourself with --model.arch {arch} (your configuration is yours to trust)"
+        check_architecture(checkpoint, ckpt_path, own, fix=fix)
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:  # trusted by now: the configuration's class or this project's classifier
+            class_path = hparams.pop("_class_path")
+            hparams = {"class_path": class_path, "dict_kwargs": _accepted(class_path, hparams)}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     @override
     def _run_subcommand(self, subcommand: str) -> None:
@@ -232,12 +266,13 @@ class SelrelCLI(LightningCLI):
 
     @override
     def before_instantiate_classes(self) -> None:
-        """Keep one monitor: a preset that adds one (``callbacks/selrel_monitor.yaml``) replaces the default; and
+        """Keep one monitor per name: a preset that adds one (``callbacks/selrel_monitor.yaml``) replaces the default,
+        a named one (``name: mad``) joins it; and
         the default logger without Lightning's ``hp_metric`` placeholder (the monitor writes the HParams entry)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.trainer.logger in (None, True):  # what the Trainer would build, with the placeholder off
             config.trainer.logger = Namespace(
-                class_path="pytorch_lightning.loggers.TensorBoardLogger",
+                class_path=f"{PACKAGE}.loggers.TensorBoardLogger",
                 init_args=Namespace(save_dir=config.trainer.default_root_dir or os.getcwd(), default_hp_metric=False),
             )
         callbacks = config.trainer.callbacks
@@ -246,9 +281,32 @@ class SelrelCLI(LightningCLI):
             callbacks = config.trainer.callbacks = [*(callbacks or []), Namespace(class_path=PREDICTION_WRITER)]
         if not isinstance(callbacks, list):
             return
-        monitors = [i for i, c in enumerate(callbacks) if _class_path(c).endswith("SelectiveRelevanceMonitor")]
-        for i in reversed(monitors[:-1]):
-            del callbacks[i]
+        # one monitor per name: a later one of the same name (unnamed: the default's) replaces the earlier
+        last: dict[Any, int] = {}
+        for i, callback in enumerate(callbacks):
+            if _class_path(callback).endswith("SelectiveRelevanceMonitor"):
+                last[_monitor_name(callback)] = i
+        kept = set(last.values())
+        callbacks[:] = [
+            c for i, c in enumerate(callbacks) if i in kept or not _class_path(c).endswith("SelectiveRelevanceMonitor")
+        ]
+
+
+def _accepted(class_path: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters the constructor of ``class_path`` takes (all of them when it takes ``**kwargs``)."""
+    parameters = inspect.signature(import_path(class_path).__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return hparams
+    return {k: v for k, v in hparams.items() if k in parameters}
+
+
+def _monitor_name(callback: Any) -> str | None:
+    """A configured monitor's ``name`` (None: unnamed)."""
+    init = getattr(callback, "init_args", None)
+    if init is None and isinstance(callback, dict):
+        init = callback.get("init_args")
+    name = (init.get("name") if isinstance(init, dict) else getattr(init, "name", None)) if init is not None else None
+    return name or None
 
 
 def _class_path(callback: Any) -> str:
@@ -303,7 +361,8 @@ def _subcommand(argv: Any) -> str:
 def cli_options() -> dict[str, Any]:
     """How the command line builds its LightningCLI (``calibrate`` reads its configuration the same way)."""
     return {
-        "model_class": C3DClassifier,
+        "model_class": pl.LightningModule,
+        "subclass_mode_model": True,  # --model mypkg.MyModule; the project's classifier by default
         "subclass_mode_data": True,
         "trainer_defaults": TRAINER_DEFAULTS,
         "seed_everything_default": 0,

@@ -42,10 +42,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_selrel._lightning import pl
 from lightning_selrel.data.conflict import ConflictClips
 
 __all__ = ["Cue", "MotionContextDataset", "MotionContextDataModule", "ClipParams"]

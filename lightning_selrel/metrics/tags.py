@@ -31,6 +31,7 @@ __all__ = [
     "band_tag",
     "behaviour_tag",
     "method_tag",
+    "named",
 ]
 
 PREFIX = "selrel"
@@ -108,3 +109,15 @@ def band_tag(tag: str, side: str) -> str:
 def agreement_tag(kind: str, first: str, second: str) -> str:
     """``selrel/<kind>/<first>_vs_<second>``, ``kind`` one of :data:`AGREEMENTS`."""
     return f"{PREFIX}/{kind}/{first}_vs_{second}"
+
+
+def named(tag: str, name: str | None) -> str:
+    """``tag`` of a monitor called ``name``: ``selrel/<name>/<the rest>`` (and ``selrel_band/<name>/<the rest>``),
+    so that several monitors of one run (say a ``std`` and a ``mad`` one) log apart; ``tag`` itself when ``name``
+    is None or empty, and any tag outside the monitor's groups (``val/acc``) as it is."""
+    if not name:
+        return tag
+    for group in (f"{PREFIX}/", f"{PREFIX}_band/"):
+        if tag.startswith(group):
+            return f"{group}{name}/{tag[len(group) :]}"
+    return tag

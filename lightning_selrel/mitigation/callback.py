@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_selrel._lightning import Callback, pl
 from lightning_selrel.mitigation.blend import background_erasing, still_mix
 
 __all__ = ["METHODS", "StaticBiasMitigation", "mitigation_of"]

@@ -5,7 +5,7 @@
 - :mod:`~lightning_selrel.models.architectures`: ``arch`` names (``c3d``, ``r3d_18``, ``r2plus1d_18``) and class
   paths to networks;
 - :mod:`~lightning_selrel.models.weights`: public weights into these networks;
-- :mod:`~lightning_selrel.models.classifier`: the LightningModule (``C3DClassifier``);
+- :mod:`~lightning_selrel.models.classifier`: ``VideoClassifier``, the LightningModule (``C3DClassifier`` too);
 - :mod:`~lightning_selrel.models.checkpoint`: the classifier a checkpoint holds, rebuilt safely;
 - :mod:`~lightning_selrel.models.predictions`: ``predict``'s writer, one row per clip.
 """
@@ -24,6 +24,7 @@ _EXPORTS = {
     "load_c3d_weights": ".weights",
     "load_matching_weights": ".weights",
     "C3DClassifier": ".classifier",
+    "VideoClassifier": ".classifier",
     "Classifier": ".checkpoint",
     "ClipPredictionWriter": ".predictions",
     "load_classifier": ".checkpoint",

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from lightning_selrel.files import CheckpointError, describe, is_lightning_checkpoint, load_file
-from lightning_selrel.models.architectures import check_architecture, import_path
-from lightning_selrel.models.classifier import C3DClassifier
+from lightning_selrel.models.architectures import check_architecture, check_model_class, import_path
+from lightning_selrel.models.classifier import VideoClassifier
 
 # CheckpointError, describe, is_lightning_checkpoint and load_file were defined here before 0.2; they stay importable.
 __all__ = [
@@ -67,6 +67,7 @@ def load_classifier(
     clip_shape: Sequence[int] | None = None,
     trust_arch: str | Sequence[str] | None = None,
     trust_fix: str | None = None,
+    model_class_fix: str | None = None,
 ) -> Classifier:
     """The classifier a Lightning checkpoint holds, in eval mode, with its clip shape and class names.
 
@@ -81,6 +82,8 @@ def load_classifier(
             refused before anything is imported; the registered names always load). ``model_class`` is the caller's
             choice of LightningModule and does not extend this trust.
         trust_fix: How the caller's user trusts a class path, for the message (``explain`` says ``--trust-arch``).
+        model_class_fix: How the caller's user names a model class, for the message when the checkpoint records one
+            (``_class_path``, written by ``fit --model CLASS``) that is neither this project's nor ``model_class``.
 
     Raises:
         CheckpointError: If the file cannot be read safely, is not a checkpoint of that class, or the clip shape
@@ -91,17 +94,18 @@ def load_classifier(
     fix = "pass a .ckpt written by `python -m lightning_selrel fit` (lightning_logs/version_N/checkpoints/)"
     raw = load_file(path, fix=fix, mmap=True)
     check_architecture(raw, path, trust_arch, fix=trust_fix)  # before --model-class imports anything
-    cls = C3DClassifier if model_class is None else _import(model_class)
+    check_model_class(raw, path, model_class, fix=model_class_fix)  # Lightning's loader would import it
+    cls = VideoClassifier if model_class is None else _import(model_class)
     hparams = raw.get("hyper_parameters") if isinstance(raw, Mapping) else None
     if not is_lightning_checkpoint(raw):
         raise CheckpointError(f"{path} is {describe(raw)}, not a Lightning checkpoint of {cls.__name__}: {fix}")
-    if cls is C3DClassifier and not (isinstance(hparams, Mapping) and {"num_classes", "clip_shape"} <= set(hparams)):
+    if cls is VideoClassifier and not (isinstance(hparams, Mapping) and {"num_classes", "clip_shape"} <= set(hparams)):
         raise CheckpointError(
-            f"{path} is {describe(raw)} without this project's classifier hyperparameters, not a C3DClassifier "
+            f"{path} is {describe(raw)} without this project's classifier hyperparameters, not a VideoClassifier "
             f"checkpoint: {fix}, or name its class with --model-class"
         )
     try:
-        options = {"trust_arch": trust_arch} if issubclass(cls, C3DClassifier) else {}
+        options = {"trust_arch": trust_arch} if issubclass(cls, VideoClassifier) else {}
         model = cls.load_from_checkpoint(path, map_location=device, weights_only=True, **options)
     except CheckpointError:
         raise

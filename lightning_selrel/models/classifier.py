@@ -8,28 +8,31 @@ import os
 from collections.abc import Sequence
 from typing import IO, Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from pytorch_lightning.utilities import rank_zero_warn
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import Self, override
 
+from lightning_selrel._lightning import (
+    LRSchedulerCallable,
+    MisconfigurationException,
+    OptimizerCallable,
+    pl,
+    rank_zero_warn,
+)
 from lightning_selrel.files import load_file
-from lightning_selrel.models.architectures import build_network, check_architecture
+from lightning_selrel.models.architectures import build_network, check_architecture, check_model_class
 from lightning_selrel.models.c3d import C3D, Normalize
 from lightning_selrel.models.weights import load_c3d_weights, load_matching_weights
 
-__all__ = ["C3DClassifier"]
+__all__ = ["C3DClassifier", "VideoClassifier"]
 
 # Kinetics-style statistics in pixel scale: 0.45 +- 0.225 of 255.
 DEFAULT_MEAN = (114.75, 114.75, 114.75)
 DEFAULT_STD = (57.375, 57.375, 57.375)
 
 
-class C3DClassifier(pl.LightningModule):
+class VideoClassifier(pl.LightningModule):
     """A video classifier for action recognition, trained with cross-entropy: C3D by default, or any network of
     :mod:`lightning_selrel.models.architectures` (``arch="r2plus1d_18"``, ``"r3d_18"``, or a class path).
 
@@ -37,7 +40,8 @@ class C3DClassifier(pl.LightningModule):
     (B, 3, T, H, W); it normalises with the ``mean``/``std`` buffers of :attr:`normalize`, which
     are saved in checkpoints. The constructor arguments that shape the network (all but the
     optimiser and scheduler factories and ``pretrained``) are saved as hyperparameters, so
-    ``C3DClassifier.load_from_checkpoint(path)`` rebuilds the same network from the file alone.
+    ``VideoClassifier.load_from_checkpoint(path)`` rebuilds the same network from the file alone. Its earlier name,
+    ``C3DClassifier``, is the same class (older configs, checkpoints and code keep working).
 
     Args:
         num_classes: Number of classes.
@@ -119,20 +123,22 @@ class C3DClassifier(pl.LightningModule):
     ) -> Self:
         """Lightning's ``load_from_checkpoint``, refusing before any import a checkpoint whose ``arch`` is a class path
         that neither ``trust_arch``, :func:`~lightning_selrel.models.architectures.trust_architecture` nor an
-        ``arch=`` passed here (the caller's own code) trusts.
+        ``arch=`` passed here (the caller's own code) trusts, and one whose recorded ``_class_path`` (LightningCLI's)
+        is not this class.
 
         Raises:
             CheckpointError: Naming the file, the class path and the fix.
         """
-        if "arch" not in kwargs and isinstance(checkpoint_path, (str, os.PathLike)):
-            checkpoint = load_file(checkpoint_path, mmap=True)
-            check_architecture(checkpoint, checkpoint_path, trust_arch)
-        elif "arch" not in kwargs:  # a file object: read it, then hand Lightning the same bytes
+        own = f"{cls.__module__}.{cls.__qualname__}"  # a _class_path Lightning's instantiator imports: this class
+        if isinstance(checkpoint_path, (str, os.PathLike)):
+            checkpoint, name = load_file(checkpoint_path, mmap=True), checkpoint_path
+        else:  # a file object: read it, then hand Lightning the same bytes
             data = checkpoint_path.read()
-            check_architecture(
-                torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), "<stream>", trust_arch
-            )
+            checkpoint, name = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), "<stream>"
             checkpoint_path = io.BytesIO(data)
+        check_model_class(checkpoint, name, own)
+        if "arch" not in kwargs:
+            check_architecture(checkpoint, name, trust_arch)
         return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
 
     @property
@@ -222,6 +228,11 @@ class C3DClassifier(pl.LightningModule):
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+#: The classifier's name until release 0.1: the same class, so ``lightning_selrel.C3DClassifier`` in configs,
+#: scripts and checkpoints' class paths still builds it.
+C3DClassifier = VideoClassifier
 
 
 def _validation_size(trainer: pl.Trainer) -> int | None:

@@ -3,7 +3,7 @@ row per clip (CSV or JSON).
 
 ``python -m lightning_selrel predict`` adds it unless the configuration has a prediction writer of its own; in
 Python, ``Trainer(callbacks=[ClipPredictionWriter("predictions.csv")])``. It reads what
-:meth:`~lightning_selrel.models.classifier.C3DClassifier.predict_step` returns (``predicted``, ``confidence``,
+:meth:`~lightning_selrel.models.classifier.VideoClassifier.predict_step` returns (``predicted``, ``confidence``,
 ``probs``), or any LightningModule's logits / probabilities (B, num_classes); rows hold the clip's index in the
 prediction dataset, its label where the batches carry one, the predicted class (index and name), its probability
 and the ``top_k`` classes. The file is written once at the end, atomically (a temporary file renamed over it), so
@@ -20,13 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter
-from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_selrel._lightning import BasePredictionWriter, pl, rank_zero_info
 from lightning_selrel.files import unwritable
 
 __all__ = ["ClipPredictionWriter"]

@@ -9,7 +9,7 @@ naming         checkpoint keys
 c3d-sports1m   ``conv1 conv2 conv3a conv3b .. conv5b fc6 fc7 fc8`` (the Sports-1M port, 487 classes)
 sequential     ``features.N`` convs and ``classifier.N`` linears, matched by their order
 mmaction2      ``[backbone.]conv1a.conv .. conv5b.conv``, ``[backbone.]fc6 fc7``, ``cls_head.fc_cls``
-lightning      ours: ``[net.]conv1a .. fc8`` (a C3D or a C3DClassifier checkpoint of this package)
+lightning      ours: ``[net.]conv1a .. fc8`` (a C3D or a VideoClassifier checkpoint of this package)
 ============== ======================================================================================
 
 Keys may carry a ``module.`` prefix (DataParallel) and sit under a ``state_dict``, ``model``, ``net``
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
+from lightning_selrel._lightning import rank_zero_info
 from lightning_selrel.files import load_file
 from lightning_selrel.models.c3d import C3D, pooled_shape
 

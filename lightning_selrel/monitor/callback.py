@@ -26,22 +26,24 @@ deviation over the probe clips, ddof = 0):
 
 and, on rank 0 with a TensorBoard logger, animated GIFs ``selrel/<m>/clip_<k>`` (input | baseline |
 selective) and a custom-scalars layout "selrel: spatial bias".
+
+Several monitors in one run (say one with ``threshold="std"`` and one with ``"mad"``) each take a ``name``: a
+named monitor logs under ``selrel/<name>/...``, keeps its state in checkpoints under its own ``state_key``, adds
+its charts to the run's layout and its columns to the run's one HParams entry.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_selrel._lightning import Callback, MisconfigurationException, pl, rank_zero_info, rank_zero_warn
 from lightning_selrel.metrics import tags
 from lightning_selrel.metrics.flow import FLOW_METHODS
 from lightning_selrel.metrics.functional import rank_correlation
@@ -57,7 +59,7 @@ from lightning_selrel.monitor.calibration import (
 from lightning_selrel.monitor.conflict import ConflictProbe, conflict_source
 from lightning_selrel.monitor.probe_set import ProbeSet, choose_indices, dataset_labels, load_probe, stage_dataset
 from lightning_selrel.monitor.writers import MonitorMedia
-from lightning_selrel.relevance.methods import check_methods, check_model
+from lightning_selrel.relevance.methods import available_methods, check_methods, check_model
 from lightning_selrel.relevance.selective import THRESHOLDS, Threshold
 
 __all__ = ["SelectiveRelevanceMonitor", "DEFAULT_METHODS"]
@@ -70,6 +72,12 @@ class SelectiveRelevanceMonitor(Callback):
 
     Args:
         methods: Explanation methods (see :func:`lightning_selrel.available_methods`).
+        name: This monitor's name, for a run with several monitors (letters, digits, ``_``, ``-``; not a
+            method's or a tag group's name): its tags become ``selrel/<name>/<m>/...`` (bands
+            ``selrel_band/<name>/...``), its dashboard categories ``selrel (<name>): ...``, its per-class CSV
+            ``selrel_<name>_per_class.csv`` and its ``state_key`` ``SelectiveRelevanceMonitor[<name>]``. Default:
+            unnamed, the tags as listed above (one unnamed monitor per run; its checkpoints' state key is the
+            class name, as in every earlier release).
         n_std: Selective relevance keeps voxels whose temporal edge exceeds ``n_std`` standard
             deviations of the clip's edge map. Compare models and epochs at the same ``n_std``.
         num_clips: Probe clips, drawn once from the validation set (all of them if it is smaller).
@@ -135,9 +143,11 @@ class SelectiveRelevanceMonitor(Callback):
         calibration: str | None = None,
         gradcam_layer: str | None = None,
         num_conflict_clips: int = 64,
+        name: str | None = None,
     ) -> None:
         super().__init__()
         methods = check_methods(methods)
+        self.name = check_name(name)
         if threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {list(THRESHOLDS)}, got {threshold!r}")
         if not 0 < core_mass <= 1:
@@ -194,7 +204,18 @@ class SelectiveRelevanceMonitor(Callback):
         self._probes: dict[str, ProbeSet] = {}
         self._conflicts: dict[str, ConflictProbe | None] = {}  # stage -> this rank's cue-conflict clips
         self._warned: set[str] = set()
-        self._media = MonitorMedia()
+        self._media = MonitorMedia(self.name)
+
+    @property
+    @override
+    def state_key(self) -> str:
+        """Where checkpoints keep this monitor's state: the class name (unnamed, as in every earlier release), or
+        ``SelectiveRelevanceMonitor[<name>]``, so that several named monitors of one run each keep theirs."""
+        return f"{type(self).__qualname__}[{self.name}]" if self.name else type(self).__qualname__
+
+    def tag(self, tag: str) -> str:
+        """``tag`` as this monitor logs it (:func:`lightning_selrel.metrics.tags.named`)."""
+        return tags.named(tag, self.name)
 
     # -- preconditions -------------------------------------------------------------------------
     @override
@@ -339,8 +360,8 @@ class SelectiveRelevanceMonitor(Callback):
                     values[tags.method_tag(method, tags.CORRELATION)] = rho
         calibrated = self.calibration is not None
         values.update(dashboard.bands(values, dashboard.banded_tags(self.methods, self.behaviour, calibrated)))
-        for name, value in values.items():
-            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=False)
+        for key, value in values.items():
+            pl_module.log(self.tag(key), value, on_step=False, on_epoch=True, sync_dist=False)
         if trainer.is_global_zero:
             if self.num_videos > 0:
                 self._write_media(trainer, pl_module, probe, maps)
@@ -409,6 +430,7 @@ class SelectiveRelevanceMonitor(Callback):
                 calibrated=calibrated,
                 unresolved=self.unresolved,
                 conflict=conflict,
+                name=self.name,
             )
             self._media.write_layout(trainer, charts)
 
@@ -424,36 +446,71 @@ class SelectiveRelevanceMonitor(Callback):
 
     def _write_hparams(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The run's entry in the HParams tab: what the comparison turns on, with the final val/acc and spatial
-        bias per method as its metric columns. Written before Lightning's own (TensorBoard keeps the first)."""
-        if not trainer.is_global_zero:
+        bias per method as its metric columns. Written before Lightning's own (TensorBoard keeps the first); with
+        several monitors, the first writes one entry with every monitor's settings and columns."""
+        monitors = [c for c in trainer.callbacks if isinstance(c, SelectiveRelevanceMonitor)]
+        if not trainer.is_global_zero or (monitors and monitors[0] is not self):
             return
         model = dict(getattr(pl_module, "hparams", {}) or {})
         data = dict(getattr(trainer.datamodule, "hparams", {}) or {}) if trainer.datamodule is not None else {}
         optimizers = getattr(trainer, "optimizers", None) or []
+        # No key is a folder of another ("model" beside "model/width"): MLflow's file store keeps a param per file.
         params: dict[str, Any] = {
-            "selrel/methods": ",".join(self.methods),
-            "selrel/n_std": self.n_std,
-            "selrel/threshold": self.threshold,
-            "selrel/probe_clips": self.num_clips if self.per_class is None else f"{self.per_class} per class",
-            "selrel/target": self.target,
-            "model": type(pl_module).__name__,
+            "model/class": type(pl_module).__name__,
             "model/width": model.get("width"),
             "model/arch": model.get("arch"),
-            "data": type(trainer.datamodule).__name__ if trainer.datamodule is not None else None,
+            "data/class": type(trainer.datamodule).__name__ if trainer.datamodule is not None else None,
             "data/cue": data.get("cue"),
             "data/camera_speed": data.get("camera_speed"),
             "optimizer": type(optimizers[0]).__name__ if optimizers else None,
             "lr": optimizers[0].param_groups[0]["lr"] if optimizers else None,
             "mitigation": mitigation_of(trainer),
         }
-        metrics = ["val/acc", *(tags.method_tag(m, "spatial_bias") for m in self.methods)]
+        metrics = ["val/acc"]
+        for monitor in monitors or [self]:
+            own_params, own_metrics = monitor._hparams()
+            params.update(own_params)
+            metrics += [m for m in own_metrics if m not in metrics]
+        self._media.write_hparams(trainer, params, metrics)
+
+    def _hparams(self) -> tuple[dict[str, Any], list[str]]:
+        """This monitor's settings and metric columns of the HParams entry, under its tags."""
+        params: dict[str, Any] = {
+            "selrel/methods": ",".join(self.methods),
+            "selrel/n_std": self.n_std,
+            "selrel/threshold": self.threshold,
+            "selrel/probe_clips": self.num_clips if self.per_class is None else f"{self.per_class} per class",
+            "selrel/target": self.target,
+        }
+        metrics = [tags.method_tag(m, "spatial_bias") for m in self.methods]
         if self.behaviour:  # does the model use motion, by behaviour: the columns a mitigation should move
             metrics += [tags.behaviour_tag(name) for name in ("acc_frozen", "reliance", tags.CONFLICT[0])]
         if self.calibration is not None:
             metrics += [tags.method_tag(m, tags.CALIBRATED) for m in self.methods if m not in self.uncalibrated]
-            params["selrel/calibration"] = self.calibration_path
+            params["selrel/calibration/file"] = self.calibration_path
             for method in self.methods:  # how far apart the references are where this monitor reads them
                 point = self.calibration.point(method, self.threshold, self.n_std)
                 params[f"selrel/calibration/{method}/gap"] = point.get("gap")
                 params[f"selrel/calibration/{method}/separation"] = point.get("separation")
-        self._media.write_hparams(trainer, params, metrics)
+        return {self.tag(k): v for k, v in params.items()}, [self.tag(m) for m in metrics]
+
+
+#: Names a monitor may not take: each is already a group of an unnamed monitor's tags (``selrel/<group>/...``).
+_TAG_GROUPS = ("behaviour", "probe", "per_class", "calibration", *tags.AGREEMENTS)
+
+
+def check_name(name: str | None) -> str | None:
+    """A monitor's ``name`` (None or empty: unnamed), or a ValueError naming what is wrong and the fix."""
+    if name is None or name == "":
+        return None
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ValueError(
+            f"name must be letters, digits, '_' or '-' (it becomes a tag group, selrel/<name>/...), got {name!r}"
+        )
+    taken = {*_TAG_GROUPS, *available_methods()}
+    if name in taken:
+        raise ValueError(
+            f"name {name!r} is already a group of the monitor's tags (selrel/{name}/...); choose another, such as "
+            f"{name}_monitor"
+        )
+    return name

@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
+from lightning_selrel._lightning import MisconfigurationException, pl
 from lightning_selrel.data.conflict import conflict_item
 from lightning_selrel.metrics import tags
 from lightning_selrel.monitor.behaviour import conflict_scores, conflict_summary

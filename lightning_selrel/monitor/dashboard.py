@@ -79,8 +79,12 @@ def layout(
     calibrated: bool = False,
     unresolved: Collection[str] = (),
     conflict: bool = False,
+    name: str | None = None,
 ) -> dict[str, dict[str, list]]:
     """The custom-scalars layout, in the form ``SummaryWriter.add_custom_scalars`` takes.
+
+    ``name``: the monitor's name (:func:`lightning_selrel.metrics.tags.named`): its categories read
+    ``selrel (<name>): ...`` and chart its tags, so that the layouts of several monitors of one run merge.
 
     ``unresolved`` methods (GradCAM on a layer with fewer than three time steps: the monitor logs only their
     baseline scores) get their baseline precision charts and no chart of a selective score, so that no chart of
@@ -153,7 +157,25 @@ def layout(
             out["selrel: behaviour"]["cue conflict: p(motion class) / (p(motion) + p(context)), mean +- std"] = _margin(
                 tags.behaviour_tag(prob)
             )
-    return out
+    return out if not name else _named_layout(out, name)
+
+
+def _named_layout(charts: dict[str, dict[str, list]], name: str) -> dict[str, dict[str, list]]:
+    """``charts`` of a monitor called ``name``: its categories titled apart and every regular expression matching
+    the named tag (each starts with an escaped tag of :func:`exact`, so the name goes in after the group)."""
+
+    def rename(pattern: str) -> str:
+        for group in (f"{tags.PREFIX}/", f"{tags.PREFIX}_band/"):
+            if pattern.startswith(re.escape(group)):
+                return re.escape(group) + re.escape(f"{name}/") + pattern[len(re.escape(group)) :]
+        return pattern
+
+    return {
+        title.replace(f"{tags.PREFIX}:", f"{tags.PREFIX} ({name}):", 1): {
+            chart: [kind, [rename(pattern) for pattern in patterns]] for chart, (kind, patterns) in category.items()
+        }
+        for title, category in charts.items()
+    }
 
 
 def hparams_summaries(params: Mapping[str, Any], metric_tags: Sequence[str]) -> tuple[Summary, Summary, Summary]:

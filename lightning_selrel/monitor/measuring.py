@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from lightning_selrel._lightning import pl
 from lightning_selrel.metrics import tags
 from lightning_selrel.metrics.functional import clip_scores, mask_iou, relevance_agreement
 from lightning_selrel.metrics.modules import MeanStd

@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
+from lightning_selrel._lightning import MisconfigurationException, pl, rank_zero_info, rank_zero_warn
 from lightning_selrel.metrics.flow import motion_mask
 
 __all__ = ["ProbeSet", "check_item", "choose_indices", "dataset_labels", "load_probe", "stage_dataset"]

@@ -3,30 +3,57 @@ and the HParams entry. The callback (:mod:`.callback`) decides what to measure a
 shown, per logger of the run (:class:`MonitorMedia`):
 
 - a TensorBoardLogger gets all of it in its event file (:class:`TensorBoardMedia`);
-- any other logger with a folder (CSVLogger, Weights & Biases, MLflow, ...) gets the GIFs, the per-class chart
-  and table as files under ``<its folder>/selrel/`` and the per-class CSV beside them (:class:`FileMedia`; one line
-  says where), and the HParams entry through its public ``log_hyperparams``.
+- a WandbLogger gets the GIFs as W&B videos, the per-class table as a W&B table and its chart as an image, each
+  under the monitor's tag, and the HParams entry in the run's config (:class:`WandbMedia`); W&B's run summary
+  keeps the last value of every scalar, so runs compare in its table;
+- an MLFlowLogger gets the GIFs, the per-class chart, table (Markdown and JSON) and CSV as artifacts of its run
+  under ``selrel/`` and the HParams entry as params (:class:`MLflowMedia`);
+- any other logger with a folder (CSVLogger, ...) gets the GIFs, the per-class chart and table as files under
+  ``<its folder>/selrel/`` and the per-class CSV beside them (:class:`FileMedia`), and the HParams entry through
+  its public ``log_hyperparams``.
+
+Each says once, in one line, where its media go.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
-from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.loggers.logger import DummyLogger
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
+from lightning_selrel._lightning import (
+    DummyLogger,
+    MLFlowLogger,
+    TensorBoardLogger,
+    WandbLogger,
+    pl,
+    rank_zero_info,
+    rank_zero_warn,
+)
 from lightning_selrel.metrics import tags
 from lightning_selrel.monitor import dashboard
 from lightning_selrel.monitor.probe_set import ProbeSet
 from lightning_selrel.monitor.render import encode_gif, gif_summary, render_panels
 
-__all__ = ["FileMedia", "MonitorMedia", "TensorBoardMedia", "logging_step"]
+__all__ = [
+    "FileMedia",
+    "MLflowMedia",
+    "MonitorMedia",
+    "TensorBoardMedia",
+    "WandbMedia",
+    "logging_step",
+    "per_class_csv",
+]
+
+#: Loggers with media of their own; FileMedia serves the others.
+_NATIVE = (TensorBoardLogger, WandbLogger, MLFlowLogger)
 
 
 @dataclass
@@ -44,12 +71,19 @@ class PerClass:
 
 
 def clip_gifs(
-    pl_module: pl.LightningModule, probe: ProbeSet, maps: dict[str, Any], *, n_std: float, fps: float
+    pl_module: pl.LightningModule,
+    probe: ProbeSet,
+    maps: dict[str, Any],
+    *,
+    n_std: float,
+    fps: float,
+    name: str | None = None,
 ) -> list[tuple[str, bytes, int, int]]:
-    """Per method and rendered probe clip, ``(tag, GIF bytes, height, width)``: input | baseline | selective."""
+    """Per method and rendered probe clip, ``(tag, GIF bytes, height, width)``: input | baseline | selective (the
+    tags of the monitor called ``name``)."""
     names = list(getattr(pl_module, "class_names", None) or [])
 
-    def name(k: int) -> str:
+    def class_name(k: int) -> str:
         return names[k] if 0 <= k < len(names) else str(k)
 
     out = []
@@ -58,10 +92,16 @@ def clip_gifs(
         for i in range(rel.shape[0]):
             k = probe.positions[i]
             p, pred = probs[i].max(dim=-1)
-            title = f"true: {name(int(probe.labels[i]))} | pred: {name(int(pred))} ({float(p):.2f}) | n={n_std:g}"
+            truth, predicted = class_name(int(probe.labels[i])), class_name(int(pred))
+            title = f"true: {truth} | pred: {predicted} ({float(p):.2f}) | n={n_std:g}"
             frames = render_panels(probe.clips[i], rel[i], sel[i], title=title, labels=("input", method, "selective"))
             out.append(
-                (tags.method_tag(method, f"clip_{k}"), encode_gif(frames, fps), frames.shape[1], frames.shape[2])
+                (
+                    tags.named(tags.method_tag(method, f"clip_{k}"), name),
+                    encode_gif(frames, fps),
+                    frames.shape[1],
+                    frames.shape[2],
+                )
             )
     return out
 
@@ -98,10 +138,17 @@ def per_class(
     return PerClass(rows, markdown, png, height, width, step, epoch)
 
 
-class TensorBoardMedia:
-    """The monitor's media on the run's first TensorBoardLogger; without one, nothing (and one warning)."""
+#: Per SummaryWriter, the custom-scalars layout of every monitor that wrote one: TensorBoard shows a run's last
+#: layout, so each monitor writes the union (two named monitors of one run both get their charts).
+_LAYOUTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
-    def __init__(self) -> None:
+
+class TensorBoardMedia:
+    """The monitor's media on the run's first TensorBoardLogger; without one, nothing (and one warning). ``name``:
+    the monitor's (:func:`lightning_selrel.metrics.tags.named`)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
         self._warned = False
         self._layout_written: set[int] = set()
 
@@ -119,12 +166,14 @@ class TensorBoardMedia:
         return None
 
     def write_layout(self, trainer: pl.Trainer, layout: Any) -> None:
-        """The custom-scalars layout, once per SummaryWriter."""
+        """The custom-scalars layout, once per SummaryWriter and monitor, with the other monitors' charts."""
         writer = self.experiment(trainer)
         if writer is None or id(writer) in self._layout_written:
             return
         self._layout_written.add(id(writer))
-        writer.add_custom_scalars(layout)
+        merged = _LAYOUTS.setdefault(writer, {})
+        merged.update(layout)
+        writer.add_custom_scalars(dict(merged))
 
     def write_clips(
         self,
@@ -140,7 +189,7 @@ class TensorBoardMedia:
         writer = self.experiment(trainer)
         if writer is None:
             return
-        for tag, gif, height, width in clip_gifs(pl_module, probe, maps, n_std=n_std, fps=fps):
+        for tag, gif, height, width in clip_gifs(pl_module, probe, maps, n_std=n_std, fps=fps, name=self.name):
             writer._get_file_writer().add_summary(gif_summary(tag, gif, height, width), logging_step(trainer))
         writer.flush()
 
@@ -150,13 +199,16 @@ class TensorBoardMedia:
         writer = self.experiment(trainer)
         if writer is None:
             return
-        writer.add_text("selrel/per_class", table.markdown, table.step)
-        summary = dashboard.image_summary("selrel/per_class/spatial_bias", table.png, table.height, table.width)
+        writer.add_text(tags.named(f"{tags.PREFIX}/per_class", self.name), table.markdown, table.step)
+        tag = tags.named(f"{tags.PREFIX}/per_class/spatial_bias", self.name)
+        summary = dashboard.image_summary(tag, table.png, table.height, table.width)
         writer._get_file_writer().add_summary(summary, table.step)
         # The logger's folder (Trainer.log_dir broadcasts from rank 0, and this runs on rank 0 alone).
         log_dir = next((lg.log_dir for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         if log_dir:
-            dashboard.append_csv(Path(log_dir) / "selrel_per_class.csv", table.rows, epoch=table.epoch, step=table.step)
+            dashboard.append_csv(
+                Path(log_dir) / per_class_csv(self.name), table.rows, epoch=table.epoch, step=table.step
+            )
         writer.flush()
 
     def write_hparams(self, trainer: pl.Trainer, params: dict[str, Any], metrics: list[str]) -> None:
@@ -174,9 +226,10 @@ class FileMedia:
     ``<the logger's folder>/selrel/`` the GIFs (``<method>/clip_<k>/step_<step>.gif``), the per-class chart and
     table (``per_class/step_<step>.png`` / ``.md``), and ``selrel_per_class.csv`` in the logger's folder; the HParams
     entry through the logger's ``log_hyperparams``. Files are written whole (a temporary file renamed over the
-    name)."""
+    name). A monitor called ``name`` writes under ``selrel/<name>/`` and to ``selrel_<name>_per_class.csv``."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
         self._noted: set[str] = set()
 
     @staticmethod
@@ -184,7 +237,7 @@ class FileMedia:
         """(logger, its folder) for every logger that is not TensorBoard's, each folder once."""
         seen: dict[Path, Any] = {}
         for logger in real_loggers(trainer):
-            if isinstance(logger, TensorBoardLogger):
+            if isinstance(logger, _NATIVE):
                 continue
             folder = None
             for attribute in ("log_dir", "save_dir"):
@@ -204,7 +257,8 @@ class FileMedia:
             self._noted.add(key)
             rank_zero_info(
                 f"SelectiveRelevanceMonitor: heatmap GIFs, per-class tables and charts for {type(logger).__name__} "
-                f"go to {folder / 'selrel'}/ and the per-class CSV to {folder / 'selrel_per_class.csv'}"
+                f"go to {folder / tags.named(tags.PREFIX + '/', self.name)} and the per-class CSV to "
+                f"{folder / per_class_csv(self.name)}"
             )
 
     def write_clips(
@@ -213,7 +267,7 @@ class FileMedia:
         targets = self.folders(trainer)
         if not targets:
             return
-        gifs = clip_gifs(pl_module, probe, maps, **options)
+        gifs = clip_gifs(pl_module, probe, maps, name=self.name, **options)
         step = logging_step(trainer)
         for logger, folder in targets:
             self._note(logger, folder)
@@ -223,13 +277,136 @@ class FileMedia:
     def write_per_class(self, trainer: pl.Trainer, table: PerClass) -> None:
         for logger, folder in self.folders(trainer):
             self._note(logger, folder)
-            _write(folder / "selrel" / "per_class" / f"step_{table.step:06d}.png", table.png)
-            _write(folder / "selrel" / "per_class" / f"step_{table.step:06d}.md", table.markdown.encode())
-            dashboard.append_csv(folder / "selrel_per_class.csv", table.rows, epoch=table.epoch, step=table.step)
+            where = folder / tags.named(f"{tags.PREFIX}/per_class", self.name)
+            _write(where / f"step_{table.step:06d}.png", table.png)
+            _write(where / f"step_{table.step:06d}.md", table.markdown.encode())
+            dashboard.append_csv(folder / per_class_csv(self.name), table.rows, epoch=table.epoch, step=table.step)
 
     def write_hparams(self, trainer: pl.Trainer, params: dict[str, Any]) -> None:
         for logger, _ in self.folders(trainer):
             logger.log_hyperparams({k: v for k, v in params.items() if v is not None})
+
+
+class WandbMedia:
+    """The monitor's media on every WandbLogger of the run, through its public ``log_video``, ``log_table`` and
+    ``log_image``: per method and probe clip a video ``selrel/<m>/clip_<k>`` (the GIF), the per-class table
+    ``selrel/per_class`` and its chart ``selrel/per_class/spatial_bias``, at the step of the scalars; the HParams
+    entry goes to the run's config."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+        self._noted = False
+
+    def loggers(self, trainer: pl.Trainer) -> list[WandbLogger]:
+        found = [logger for logger in real_loggers(trainer) if isinstance(logger, WandbLogger)]
+        if found and not self._noted:
+            self._noted = True
+            rank_zero_info(
+                "SelectiveRelevanceMonitor: heatmap videos, the per-class table and chart go to the W&B run under "
+                f"{tags.named(tags.PREFIX + '/', self.name)}..."
+            )
+        return found
+
+    def write_clips(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: ProbeSet, maps: dict[str, Any], **options: Any
+    ) -> None:
+        targets = self.loggers(trainer)
+        if not targets:
+            return
+        gifs = clip_gifs(pl_module, probe, maps, name=self.name, **options)
+        step = logging_step(trainer)
+        for logger in targets:
+            for tag, gif, _, _ in gifs:
+                logger.log_video(tag, [io.BytesIO(gif)], step=step, format=["gif"])
+
+    def write_per_class(self, trainer: pl.Trainer, table: PerClass) -> None:
+        from PIL import Image
+
+        for logger in self.loggers(trainer):
+            columns = list(table.rows[0]) if table.rows else []
+            data = [[row[c] for c in columns] for row in table.rows]
+            logger.log_table(tags.named(f"{tags.PREFIX}/per_class", self.name), columns, data, step=table.step)
+            chart = Image.open(io.BytesIO(table.png))
+            logger.log_image(tags.named(f"{tags.PREFIX}/per_class/spatial_bias", self.name), [chart], step=table.step)
+
+    def write_hparams(self, trainer: pl.Trainer, params: dict[str, Any]) -> None:
+        for logger in self.loggers(trainer):
+            logger.log_hyperparams({k: v for k, v in params.items() if v is not None})
+
+
+class MLflowMedia:
+    """The monitor's media on every MLFlowLogger of the run, as artifacts of its run (through the run's public
+    ``MlflowClient``): ``selrel/<m>/clip_<k>/step_<step>.gif``, ``selrel/per_class/step_<step>.png`` / ``.md`` /
+    ``.json`` and ``selrel_per_class.csv`` (every measurement so far); the HParams entry as params."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+        self._noted = False
+        self._rows: dict[str, list[dict[str, Any]]] = {}  # run id -> every per-class row logged, for the CSV
+
+    def loggers(self, trainer: pl.Trainer) -> list[MLFlowLogger]:
+        found = [logger for logger in real_loggers(trainer) if isinstance(logger, MLFlowLogger)]
+        if found and not self._noted:
+            self._noted = True
+            rank_zero_info(
+                "SelectiveRelevanceMonitor: heatmap GIFs, per-class tables and charts go to the MLflow run's artifacts "
+                f"under {tags.named(tags.PREFIX + '/', self.name)} and the per-class CSV to {per_class_csv(self.name)}"
+            )
+        return found
+
+    @staticmethod
+    def _upload(logger: MLFlowLogger, artifact: str, data: bytes) -> None:
+        """``data`` as the run's artifact ``artifact`` (a path with folders), through a temporary file."""
+        folder, _, file_name = artifact.rpartition("/")
+        with tempfile.TemporaryDirectory(prefix="selrel-") as temporary:
+            path = Path(temporary) / file_name
+            path.write_bytes(data)
+            logger.experiment.log_artifact(logger.run_id, str(path), artifact_path=folder or None)
+
+    def write_clips(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: ProbeSet, maps: dict[str, Any], **options: Any
+    ) -> None:
+        targets = self.loggers(trainer)
+        if not targets:
+            return
+        gifs = clip_gifs(pl_module, probe, maps, name=self.name, **options)
+        step = logging_step(trainer)
+        for logger in targets:
+            for tag, gif, _, _ in gifs:
+                self._upload(logger, f"{tag}/step_{step:06d}.gif", gif)
+
+    def write_per_class(self, trainer: pl.Trainer, table: PerClass) -> None:
+        where = tags.named(f"{tags.PREFIX}/per_class", self.name)
+        for logger in self.loggers(trainer):
+            run = logger.run_id
+            self._upload(logger, f"{where}/step_{table.step:06d}.png", table.png)
+            logger.experiment.log_text(run, table.markdown, f"{where}/step_{table.step:06d}.md")
+            logger.experiment.log_dict(run, {"rows": table.rows}, f"{where}/step_{table.step:06d}.json")
+            rows = self._rows.setdefault(run, [])
+            rows += [{"epoch": table.epoch, "step": table.step, **row} for row in table.rows]
+            self._upload(logger, per_class_csv(self.name), _csv(rows))
+
+    def write_hparams(self, trainer: pl.Trainer, params: dict[str, Any]) -> None:
+        for logger in self.loggers(trainer):
+            logger.log_hyperparams({k: v for k, v in params.items() if v is not None})
+
+
+def _csv(rows: list[dict[str, Any]]) -> bytes:
+    """``rows`` as CSV bytes, the columns of every row in the order first seen."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def per_class_csv(name: str | None) -> str:
+    """The per-class CSV's file name in the logger's folder: ``selrel_per_class.csv``, or
+    ``selrel_<name>_per_class.csv`` for a monitor called ``name``."""
+    return f"{tags.PREFIX}_{name}_per_class.csv" if name else f"{tags.PREFIX}_per_class.csv"
 
 
 def real_loggers(trainer: pl.Trainer) -> list[Any]:
@@ -249,10 +426,12 @@ def _write(path: Path, data: bytes) -> None:
 
 
 class MonitorMedia:
-    """Every logger of the run gets the media it can show: TensorBoard's event file, files for the others."""
+    """Every logger of the run gets the media it can show: TensorBoard's event file, files for the others (of the
+    monitor called ``name``)."""
 
-    def __init__(self) -> None:
-        self.tensorboard, self.files = TensorBoardMedia(), FileMedia()
+    def __init__(self, name: str | None = None) -> None:
+        self.tensorboard, self.files = TensorBoardMedia(name), FileMedia(name)
+        self.others = (WandbMedia(name), MLflowMedia(name), self.files)  # each serves its kind of logger
 
     def write_layout(self, trainer: pl.Trainer, layout: Any) -> None:
         self.tensorboard.write_layout(trainer, layout)
@@ -262,7 +441,8 @@ class MonitorMedia:
     ) -> None:
         """The GIFs of :func:`clip_gifs` (``n_std=``, ``fps=``) for every logger."""
         self.tensorboard.write_clips(trainer, pl_module, probe, maps, **options)
-        self.files.write_clips(trainer, pl_module, probe, maps, **options)
+        for media in self.others:
+            media.write_clips(trainer, pl_module, probe, maps, **options)
 
     def write_per_class(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **options: Any) -> None:
         """The per-class view of :func:`per_class` (per-clip columns, methods; ``n_std=``, ``threshold=``)."""
@@ -270,11 +450,13 @@ class MonitorMedia:
             return
         table = per_class(trainer, pl_module, *args, **options)
         self.tensorboard.write_per_class(trainer, table)
-        self.files.write_per_class(trainer, table)
+        for media in self.others:
+            media.write_per_class(trainer, table)
 
     def write_hparams(self, trainer: pl.Trainer, params: dict[str, Any], metrics: list[str]) -> None:
         self.tensorboard.write_hparams(trainer, params, metrics)
-        self.files.write_hparams(trainer, params)
+        for media in self.others:
+            media.write_hparams(trainer, params)
 
 
 def logging_step(trainer: pl.Trainer) -> int:

@@ -167,7 +167,7 @@ def explain(model: nn.Module, clips: Tensor, method: str, target: Target = None,
     """Relevance (B, T, H, W) float32 of every voxel of ``clips`` for one class per clip.
 
     Args:
-        model: The classifier (e.g. a :class:`~lightning_selrel.models.classifier.C3DClassifier`).
+        model: The classifier (e.g. a :class:`~lightning_selrel.models.classifier.VideoClassifier`).
         clips: What the model's forward takes: (B, C, T, H, W), pixel scale, uint8 or float.
         method: One of :func:`available_methods`.
         target: Class per clip: ``None`` (the predicted class), an int, a list or a LongTensor (B,).

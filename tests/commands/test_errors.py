@@ -119,7 +119,7 @@ def test_ucf101_layout_errors_and_a_one_class_model_are_one_line(tmp_path, capsy
         path = one.annotations / name
         path.write_text("".join(f"{line}\n" for line in path.read_text().splitlines() if "ApplyEyeMakeup" in line))
     line = fails(["fit", *_ucf_args(one)], capsys)
-    assert "C3DClassifier: num_classes must be an integer >= 2" in line
+    assert "VideoClassifier: num_classes must be an integer >= 2" in line
     assert no_logs(tmp_path)
 
     # Every listed video unreadable: found in setup, still before training and without a log folder.

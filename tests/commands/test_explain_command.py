@@ -491,3 +491,32 @@ def test_explain_video_returns_the_report_and_raises_what_the_command_would_prin
     with pytest.raises(ValueError, match="unrecognized arguments: --colour red"):
         lightning_selrel.explain_video(files.ckpt, files.clip40, colour="red")
     assert list(tmp_path.iterdir()) == [out]
+
+
+def test_a_config_file_gives_the_options_and_the_command_line_overrides_it(files, tmp_path, capsys):
+    config = tmp_path / "explain.yaml"
+    config.write_text(
+        f"ckpt: {files.ckpt}\nvideo: {files.clip40}\nmethods: [dtd, gradcam]\nn_std: 2\n"
+        "threshold: mad\nquiet: true\nmax-windows: 1\n"
+    )
+    report = tmp_path / "report.json"
+    assert main(["--config", str(config), "--json", str(report), "--n-std", "3"]) == 0
+    data = read_json(report)
+    assert set(data["windows"][0]["methods"]) == {"dtd", "gradcam"} and len(data["windows"]) == 1
+    assert data["n_std"] == 3.0 and data["threshold"] == "mad"  # the command line wins over the file
+    for text, message in [
+        ("n_sdt: 2\n", "'n_sdt' is not an option of this command; did you mean 'n-std'?"),
+        ("- 1\n- 2\n", "holds a list, not a mapping"),
+        ("quiet: maybe\n", "quiet is a switch: true or false"),
+        ("n_std: [1, {a: 2}]\n", "n_std takes plain values"),
+        ("n_std: [\n", "is not YAML"),
+    ]:
+        config.write_text(text)
+        assert main(["--config", str(config), "--ckpt", str(files.ckpt), "--video", str(files.clip40)]) == 2
+        line = _one_line(capsys)
+        assert str(config) in line and message in line, (text, line)
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: no such file" in _one_line(capsys)
+    config.write_text("n_std: -1\n")  # checked as the command line is
+    assert main(["--config", str(config), "--ckpt", str(files.ckpt), "--video", str(files.clip40)]) == 2
+    assert "--n-std" in _one_line(capsys)

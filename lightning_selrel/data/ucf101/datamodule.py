@@ -29,12 +29,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader
 
+from lightning_selrel._lightning import MisconfigurationException, pl, rank_zero_info, rank_zero_warn
 from lightning_selrel.data.cache import build_cache, cache_entry
 from lightning_selrel.data.clips import UCF101Clips, Video
 from lightning_selrel.data.frames import C3D_CROP, C3D_RESIZE, VideoDecodeError, probe_video

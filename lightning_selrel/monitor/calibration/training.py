@@ -19,10 +19,10 @@ import inspect
 import signal
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader
+
+from lightning_selrel._lightning import Callback, pl
 
 __all__ = ["ReferenceData", "ReferenceSteward", "evaluate", "reference_like", "train_reference"]
 

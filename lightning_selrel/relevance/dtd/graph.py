@@ -36,6 +36,8 @@ SUPPORTED_LAYERS: tuple[type[nn.Module], ...] = (
     Normalize,
     *_PASS_THROUGH,
 )
+#: Supported layers whose subclasses (that keep ``forward``) take their rule (:class:`_Tracer`).
+_SUBCLASSED: tuple[type[nn.Module], ...] = tuple(t for t in SUPPORTED_LAYERS if t is not Normalize)
 _ADD = (operator.add, torch.add)
 _ARITHMETIC = (operator.add, torch.add, operator.sub, torch.sub, operator.mul, torch.mul, operator.truediv, torch.div)
 _RESHAPE_FUNCTIONS = (torch.flatten, torch.reshape)
@@ -52,10 +54,15 @@ _SUPPORTED_METHODS = "view, reshape, flatten, mean, relu, add, sub, mul, div, fl
 
 # -- the graph ------------------------------------------------------------------------------------
 class _Tracer(torch.fx.Tracer):
-    """torch.nn layers and :class:`Normalize` are leaves: DTD has a rule for each; everything else is traced into."""
+    """torch.nn layers and :class:`Normalize` are leaves: DTD has a rule for each; everything else is traced into.
+
+    A subclass of a supported layer that keeps its ``forward`` (torchvision's ``Conv3DSimple(nn.Conv3d)``) is a
+    leaf too, and gets that layer's rule; one that overrides ``forward`` is traced into."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, Normalize) or super().is_leaf_module(m, module_qualified_name)
+        if isinstance(m, Normalize) or super().is_leaf_module(m, module_qualified_name):
+            return True
+        return any(isinstance(m, layer) and type(m).forward is layer.forward for layer in _SUBCLASSED)
 
 
 @dataclass(eq=False)
