@@ -221,20 +221,66 @@ class TensorBoardMedia:
         writer.flush()
 
 
-class FileMedia:
-    """The monitor's media as files, for every logger of the run that is not a TensorBoardLogger: under
-    ``<the logger's folder>/selrel/`` the GIFs (``<method>/clip_<k>/step_<step>.gif``), the per-class chart and
-    table (``per_class/step_<step>.png`` / ``.md``), and ``selrel_per_class.csv`` in the logger's folder; the HParams
-    entry through the logger's ``log_hyperparams``. Files are written whole (a temporary file renamed over the
-    name). A monitor called ``name`` writes under ``selrel/<name>/`` and to ``selrel_<name>_per_class.csv``."""
+class _LoggerMedia:
+    """The media of every logger of one kind: which loggers (and where each one's media go), a line once per place
+    saying so, the GIFs encoded once for all of them, the HParams entry through each logger's ``log_hyperparams``.
+    A subclass says which loggers (:meth:`targets`), what its line says (:meth:`where`), and how a GIF
+    (:meth:`write_gif`) and a per-class view (:meth:`write_per_class`) are kept."""
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name
         self._noted: set[str] = set()
 
-    @staticmethod
-    def folders(trainer: pl.Trainer) -> list[tuple[Any, Path]]:
-        """(logger, its folder) for every logger that is not TensorBoard's, each folder once."""
+    def targets(self, trainer: pl.Trainer) -> list[tuple[Any, Any]]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def where(self, logger: Any, place: Any) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def write_gif(self, logger: Any, place: Any, tag: str, gif: bytes, step: int) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def write_per_class(self, trainer: pl.Trainer, table: PerClass) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def loggers(self, trainer: pl.Trainer) -> list[tuple[Any, Any]]:
+        """(logger, place) for every logger this room serves, each place said once."""
+        found = self.targets(trainer)
+        for logger, place in found:
+            if str(place) not in self._noted:
+                self._noted.add(str(place))
+                rank_zero_info(f"SelectiveRelevanceMonitor: {self.where(logger, place)}")
+        return found
+
+    def write_clips(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: ProbeSet, maps: dict[str, Any], **options: Any
+    ) -> None:
+        targets = self.loggers(trainer)
+        if not targets:
+            return
+        gifs = clip_gifs(pl_module, probe, maps, name=self.name, **options)
+        step = logging_step(trainer)
+        for logger, place in targets:
+            for tag, gif, _, _ in gifs:
+                self.write_gif(logger, place, tag, gif, step)
+
+    def write_hparams(self, trainer: pl.Trainer, params: dict[str, Any]) -> None:
+        for logger, _ in self.loggers(trainer):
+            logger.log_hyperparams({k: v for k, v in params.items() if v is not None})
+
+    def _tag(self, tag: str) -> str:
+        return tags.named(tag, self.name)
+
+
+class FileMedia(_LoggerMedia):
+    """The monitor's media as files, for every logger of the run without media of its own (CSVLogger, ...): under
+    ``<the logger's folder>/selrel/`` the GIFs (``<method>/clip_<k>/step_<step>.gif``), the per-class chart and
+    table (``per_class/step_<step>.png`` / ``.md``), and ``selrel_per_class.csv`` in the logger's folder; the HParams
+    entry through the logger's ``log_hyperparams``. Files are written whole (a temporary file renamed over the
+    name). A monitor called ``name`` writes under ``selrel/<name>/`` and to ``selrel_<name>_per_class.csv``."""
+
+    def targets(self, trainer: pl.Trainer) -> list[tuple[Any, Path]]:
+        """(logger, its folder) for every logger without media of its own, each folder once."""
         seen: dict[Path, Any] = {}
         for logger in real_loggers(trainer):
             if isinstance(logger, _NATIVE):
@@ -251,108 +297,66 @@ class FileMedia:
             seen.setdefault(path, logger)
         return [(logger, path) for path, logger in seen.items()]
 
-    def _note(self, logger: Any, folder: Path) -> None:
-        key = str(folder)
-        if key not in self._noted:
-            self._noted.add(key)
-            rank_zero_info(
-                f"SelectiveRelevanceMonitor: heatmap GIFs, per-class tables and charts for {type(logger).__name__} "
-                f"go to {folder / tags.named(tags.PREFIX + '/', self.name)} and the per-class CSV to "
-                f"{folder / per_class_csv(self.name)}"
-            )
+    def where(self, logger: Any, place: Path) -> str:
+        return (
+            f"heatmap GIFs, per-class tables and charts for {type(logger).__name__} go to "
+            f"{place / self._tag(tags.PREFIX + '/')} and the per-class CSV to {place / per_class_csv(self.name)}"
+        )
 
-    def write_clips(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: ProbeSet, maps: dict[str, Any], **options: Any
-    ) -> None:
-        targets = self.folders(trainer)
-        if not targets:
-            return
-        gifs = clip_gifs(pl_module, probe, maps, name=self.name, **options)
-        step = logging_step(trainer)
-        for logger, folder in targets:
-            self._note(logger, folder)
-            for tag, gif, _, _ in gifs:
-                _write(folder / tag / f"step_{step:06d}.gif", gif)
+    def write_gif(self, logger: Any, place: Path, tag: str, gif: bytes, step: int) -> None:
+        _write(place / tag / f"step_{step:06d}.gif", gif)
 
     def write_per_class(self, trainer: pl.Trainer, table: PerClass) -> None:
-        for logger, folder in self.folders(trainer):
-            self._note(logger, folder)
-            where = folder / tags.named(f"{tags.PREFIX}/per_class", self.name)
+        for _, folder in self.loggers(trainer):
+            where = folder / self._tag(f"{tags.PREFIX}/per_class")
             _write(where / f"step_{table.step:06d}.png", table.png)
             _write(where / f"step_{table.step:06d}.md", table.markdown.encode())
             dashboard.append_csv(folder / per_class_csv(self.name), table.rows, epoch=table.epoch, step=table.step)
 
-    def write_hparams(self, trainer: pl.Trainer, params: dict[str, Any]) -> None:
-        for logger, _ in self.folders(trainer):
-            logger.log_hyperparams({k: v for k, v in params.items() if v is not None})
 
-
-class WandbMedia:
+class WandbMedia(_LoggerMedia):
     """The monitor's media on every WandbLogger of the run, through its public ``log_video``, ``log_table`` and
     ``log_image``: per method and probe clip a video ``selrel/<m>/clip_<k>`` (the GIF), the per-class table
     ``selrel/per_class`` and its chart ``selrel/per_class/spatial_bias``, at the step of the scalars; the HParams
     entry goes to the run's config."""
 
-    def __init__(self, name: str | None = None) -> None:
-        self.name = name
-        self._noted = False
+    def targets(self, trainer: pl.Trainer) -> list[tuple[Any, Any]]:
+        return [(logger, "wandb") for logger in real_loggers(trainer) if isinstance(logger, WandbLogger)]
 
-    def loggers(self, trainer: pl.Trainer) -> list[WandbLogger]:
-        found = [logger for logger in real_loggers(trainer) if isinstance(logger, WandbLogger)]
-        if found and not self._noted:
-            self._noted = True
-            rank_zero_info(
-                "SelectiveRelevanceMonitor: heatmap videos, the per-class table and chart go to the W&B run under "
-                f"{tags.named(tags.PREFIX + '/', self.name)}..."
-            )
-        return found
+    def where(self, logger: Any, place: Any) -> str:
+        return f"heatmap videos, the per-class table and chart go to the W&B run under {self._tag(tags.PREFIX + '/')}"
 
-    def write_clips(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: ProbeSet, maps: dict[str, Any], **options: Any
-    ) -> None:
-        targets = self.loggers(trainer)
-        if not targets:
-            return
-        gifs = clip_gifs(pl_module, probe, maps, name=self.name, **options)
-        step = logging_step(trainer)
-        for logger in targets:
-            for tag, gif, _, _ in gifs:
-                logger.log_video(tag, [io.BytesIO(gif)], step=step, format=["gif"])
+    def write_gif(self, logger: WandbLogger, place: Any, tag: str, gif: bytes, step: int) -> None:
+        logger.log_video(tag, [io.BytesIO(gif)], step=step, format=["gif"])
 
     def write_per_class(self, trainer: pl.Trainer, table: PerClass) -> None:
         from PIL import Image
 
-        for logger in self.loggers(trainer):
-            columns = list(table.rows[0]) if table.rows else []
-            data = [[row[c] for c in columns] for row in table.rows]
-            logger.log_table(tags.named(f"{tags.PREFIX}/per_class", self.name), columns, data, step=table.step)
+        columns = list(table.rows[0]) if table.rows else []
+        data = [[row[c] for c in columns] for row in table.rows]
+        for logger, _ in self.loggers(trainer):
+            logger.log_table(self._tag(f"{tags.PREFIX}/per_class"), columns, data, step=table.step)
             chart = Image.open(io.BytesIO(table.png))
-            logger.log_image(tags.named(f"{tags.PREFIX}/per_class/spatial_bias", self.name), [chart], step=table.step)
-
-    def write_hparams(self, trainer: pl.Trainer, params: dict[str, Any]) -> None:
-        for logger in self.loggers(trainer):
-            logger.log_hyperparams({k: v for k, v in params.items() if v is not None})
+            logger.log_image(self._tag(f"{tags.PREFIX}/per_class/spatial_bias"), [chart], step=table.step)
 
 
-class MLflowMedia:
+class MLflowMedia(_LoggerMedia):
     """The monitor's media on every MLFlowLogger of the run, as artifacts of its run (through the run's public
     ``MlflowClient``): ``selrel/<m>/clip_<k>/step_<step>.gif``, ``selrel/per_class/step_<step>.png`` / ``.md`` /
     ``.json`` and ``selrel_per_class.csv`` (every measurement so far); the HParams entry as params."""
 
     def __init__(self, name: str | None = None) -> None:
-        self.name = name
-        self._noted = False
+        super().__init__(name)
         self._rows: dict[str, list[dict[str, Any]]] = {}  # run id -> every per-class row logged, for the CSV
 
-    def loggers(self, trainer: pl.Trainer) -> list[MLFlowLogger]:
-        found = [logger for logger in real_loggers(trainer) if isinstance(logger, MLFlowLogger)]
-        if found and not self._noted:
-            self._noted = True
-            rank_zero_info(
-                "SelectiveRelevanceMonitor: heatmap GIFs, per-class tables and charts go to the MLflow run's artifacts "
-                f"under {tags.named(tags.PREFIX + '/', self.name)} and the per-class CSV to {per_class_csv(self.name)}"
-            )
-        return found
+    def targets(self, trainer: pl.Trainer) -> list[tuple[Any, Any]]:
+        return [(logger, logger.run_id) for logger in real_loggers(trainer) if isinstance(logger, MLFlowLogger)]
+
+    def where(self, logger: Any, place: Any) -> str:
+        return (
+            f"heatmap GIFs, per-class tables and charts go to the MLflow run's artifacts under "
+            f"{self._tag(tags.PREFIX + '/')} and the per-class CSV to {per_class_csv(self.name)}"
+        )
 
     @staticmethod
     def _upload(logger: MLFlowLogger, artifact: str, data: bytes) -> None:
@@ -363,32 +367,18 @@ class MLflowMedia:
             path.write_bytes(data)
             logger.experiment.log_artifact(logger.run_id, str(path), artifact_path=folder or None)
 
-    def write_clips(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: ProbeSet, maps: dict[str, Any], **options: Any
-    ) -> None:
-        targets = self.loggers(trainer)
-        if not targets:
-            return
-        gifs = clip_gifs(pl_module, probe, maps, name=self.name, **options)
-        step = logging_step(trainer)
-        for logger in targets:
-            for tag, gif, _, _ in gifs:
-                self._upload(logger, f"{tag}/step_{step:06d}.gif", gif)
+    def write_gif(self, logger: MLFlowLogger, place: Any, tag: str, gif: bytes, step: int) -> None:
+        self._upload(logger, f"{tag}/step_{step:06d}.gif", gif)
 
     def write_per_class(self, trainer: pl.Trainer, table: PerClass) -> None:
-        where = tags.named(f"{tags.PREFIX}/per_class", self.name)
-        for logger in self.loggers(trainer):
-            run = logger.run_id
+        where = self._tag(f"{tags.PREFIX}/per_class")
+        for logger, run in self.loggers(trainer):
             self._upload(logger, f"{where}/step_{table.step:06d}.png", table.png)
             logger.experiment.log_text(run, table.markdown, f"{where}/step_{table.step:06d}.md")
             logger.experiment.log_dict(run, {"rows": table.rows}, f"{where}/step_{table.step:06d}.json")
             rows = self._rows.setdefault(run, [])
             rows += [{"epoch": table.epoch, "step": table.step, **row} for row in table.rows]
             self._upload(logger, per_class_csv(self.name), _csv(rows))
-
-    def write_hparams(self, trainer: pl.Trainer, params: dict[str, Any]) -> None:
-        for logger in self.loggers(trainer):
-            logger.log_hyperparams({k: v for k, v in params.items() if v is not None})
 
 
 def _csv(rows: list[dict[str, Any]]) -> bytes:
