@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "MotionContextDataModule": "data.synthetic",
     "MotionContextDataset": "data.synthetic",
     "UCF101DataModule": "data.ucf101.datamodule",
+    "VideoListDataModule": "data.video_list",
     "MotionPrecision": "metrics.modules",
     "RelevanceAgreement": "metrics.modules",
     "Selectivity": "metrics.modules",

@@ -18,15 +18,24 @@ __all__ = ["build_parser", "main"]
 def build_parser(prog: str = "python -m lightning_selrel cache") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Decode every .avi under ROOT once into the memory-mapped frame cache used by "
-        "UCF101DataModule(cache_dir=...). Entries already valid are kept; interrupted builds resume.",
+        description="Decode every video under ROOT (.avi, .mp4, .mkv, .webm, .mov, .m4v) once into the "
+        "memory-mapped frame cache used by UCF101DataModule / VideoListDataModule(cache_dir=...). Entries already "
+        "valid are kept; interrupted builds resume.",
     )
-    parser.add_argument("--root", required=True, help="the UCF-101/ folder of class folders")
+    parser.add_argument(
+        "--root", required=True, help="the dataset's root: UCF-101/, or the folder a list's paths start from"
+    )
     parser.add_argument("--cache-dir", required=True, help="where to write the cache")
     parser.add_argument(
         "--resize", type=int, nargs=2, default=C3D_RESIZE, metavar=("H", "W"), help="frame size (default 128 171)"
     )
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: cores, at most 8)")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every cached entry whole and compare it with the checksum its sidecar keeps; decode damaged "
+        "ones again (a damaged header or size is found and repaired without it)",
+    )
     return parser
 
 
@@ -59,8 +68,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m lightning_sel
         print(f"cache: error: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    summary = build_cache(args.root, args.cache_dir, args.resize, workers=args.workers, progress=True)
-    print(f"{summary.built} videos decoded, {summary.reused} already cached, {len(summary.failed)} unreadable")
+    summary = build_cache(
+        args.root, args.cache_dir, args.resize, workers=args.workers, progress=True, verify=args.verify
+    )
+    print(
+        f"{summary.built} videos decoded ({len(summary.damaged)} of them damaged in the cache), {summary.reused} "
+        f"already cached{' and verified' if args.verify else ''}, {len(summary.failed)} unreadable"
+    )
     for path, reason in sorted(summary.failed.items()):
         print(f"  unreadable: {path}: {reason}")
     return 0

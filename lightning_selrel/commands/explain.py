@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import math
 import os
@@ -307,6 +308,33 @@ def _check_writable(option: str, path: Path) -> None:
         raise ExplainError(f"{option} {path}: the file name is too long (at most ~230 bytes); pass a shorter one")
     if path.exists() and not os.access(path, os.W_OK):
         raise ExplainError(f"{option} {path} exists and cannot be replaced (permission denied); choose another name")
+    _sweep_partials(path)
+
+
+def _sweep_partials(path: Path) -> None:
+    """Remove the temporary files of ``path`` that an earlier run, killed before it could (kill -9, power loss),
+    left beside it: ``.<stem>.partial-<pid><suffix>`` of a process that no longer runs. Says so, once each."""
+    for partial in path.parent.glob(f".{glob.escape(path.stem)}.partial-*{glob.escape(path.suffix)}"):
+        pid = partial.name[len(f".{path.stem}.partial-") : len(partial.name) - len(path.suffix)]
+        if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            partial.unlink()
+            print(
+                f"explain: removed {partial}, left by an earlier run that was stopped before it finished",
+                file=sys.stderr,
+            )
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def _truncation(source: Any, body: dict[str, Any]) -> list[str]:
@@ -317,6 +345,17 @@ def _truncation(source: Any, body: dict[str, Any]) -> list[str]:
     return [
         f"{source.spec} ends after {read} of the {claimed} frames its header claims (truncated or damaged); "
         f"the report covers the {read} frames it has"
+    ]
+
+
+def _short(source: Any, body: dict[str, Any], clip_len: int) -> list[str]:
+    """A video shorter than one clip: every window is its frames looped, which the report should say."""
+    read = body["summary"].get("frames_read")
+    if source.kind != "file" or read is None or read >= clip_len:
+        return []
+    return [
+        f"{source.spec} has {read} frame(s), fewer than one clip of {clip_len}: the window repeats them (a still "
+        "image explained as a loop shows no motion)"
     ]
 
 
@@ -386,13 +425,16 @@ def _explain_to_outputs(
     pace: float | None,
     stride: int,
     on_window: Callable[[dict[str, Any]], None] | None,
-) -> tuple[dict[str, Any], list[str]]:
-    """Explain every window into ``--out`` / ``--json``; returns the run's body (windows, summary) and warnings."""
+) -> tuple[dict[str, Any], list[str], list[Path]]:
+    """Explain every window into ``--out`` / ``--json``; returns the run's body (windows, summary), its warnings and
+    the files written (an interrupted run writes beside a complete earlier output of the same name, not over it)."""
     live = args.video is None
     fps = report["output_fps"]
     # Outputs are written to temporary names and moved into place at the end: a run that fails never replaces an
     # existing --out or --json (one stopped with Ctrl-C finishes and keeps what it explained).
     staged = {Path(p): _staged(Path(p)) for p in (args.out, args.json) if p}
+    existing = {final for final in staged if final.exists()}
+    written: list[Path] = []
     committed = False
     try:  # the reader thread (live) or run_offline releases the capture
         outputs.sink = VideoSink(staged[Path(args.out)], fps, label=args.out) if args.out else None
@@ -414,14 +456,24 @@ def _explain_to_outputs(
             )
         outputs.close()  # finishes the video (it must read back)
         report.update(body)
-        warnings = _truncation(source, body)
+        warnings = _truncation(source, body) + _short(source, body, int(report["clip_shape"][0]))
+        destinations = {final: final for final in staged}
+        if body["stopped"] == "interrupted":  # a partial result never replaces a complete earlier one
+            for final in staged:
+                if final in existing:
+                    destinations[final] = final.with_name(f"{final.stem}.interrupted{final.suffix}")
+                    warnings.append(
+                        f"interrupted: {final} from an earlier run is kept; this run's partial result is "
+                        f"{destinations[final]}"
+                    )
         if warnings:
             report["warnings"] = warnings
         if args.json:
             staged[Path(args.json)].write_text(json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
         for final, temporary in staged.items():
             if temporary.exists():
-                os.replace(temporary, final)
+                os.replace(temporary, destinations[final])
+        written.extend(destinations[final] for final in staged)
         committed = True
     finally:
         if not committed:
@@ -429,7 +481,7 @@ def _explain_to_outputs(
                 outputs.close()
             for temporary in staged.values():
                 temporary.unlink(missing_ok=True)
-    return body, warnings
+    return body, warnings, written
 
 
 def run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] | None = None) -> int:
@@ -489,13 +541,13 @@ def run(args: argparse.Namespace, on_window: Callable[[dict[str, Any]], None] | 
     )
     outputs = Outputs(show=args.show, status=StatusLine(None if args.quiet else sys.stderr))
     report = _report_head(args, loaded, source, prep, clip_shape, methods, fps, pace if live else None, stride)
-    body, warnings = _explain_to_outputs(
+    body, warnings, written_files = _explain_to_outputs(
         args, explainer, capture, source, prep, outputs, report, pace=pace, stride=stride, on_window=on_window
     )
     for warning in warnings:
         print(f"explain: warning: {warning}", file=sys.stderr)
     summary = body["summary"]
     rate = f"{summary['windows_per_s']:.2f} windows/s" if summary["windows_per_s"] else "-"
-    written = "".join(f"; wrote {p}" for p in (args.out, args.json) if p)
+    written = "".join(f"; wrote {p}" for p in written_files)
     print(f"explain: {summary['windows']} windows ({rate}), stopped: {body['stopped']}{written}")
     return 130 if body["stopped"] == "interrupted" and not live else 0

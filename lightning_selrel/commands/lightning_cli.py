@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from jsonargparse import Namespace
 from typing_extensions import override
@@ -165,6 +166,55 @@ def configuration_error(error: BaseException) -> str | None:
     return None
 
 
+class OneLineParser(LightningArgumentParser):
+    """LightningCLI's parser, saying a parse error in one line (jsonargparse prints the whole usage, about 60 lines,
+    and for a value of a nested option a list of every type it tried): what is wrong, the value, and ``--help``.
+    ``LIGHTNING_SELREL_DEBUG=1`` restores jsonargparse's own output."""
+
+    @override
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if debugging() or not self.exit_on_error:
+            super().error(message, ex)
+        sys.stderr.write(f"{self.prog.replace(' [options]', '')}: error: {condensed(message)}; see --help\n")
+        self.exit(2)
+
+
+def condensed(message: str) -> str:
+    """jsonargparse's many-line parse error as one line: for a nested option (``--data.init_args.cue=sideways``) the
+    option, its value and the innermost reason (``expected one of 'motion', 'context', ...``), for a float given
+    ``nan`` or ``inf`` that it must be a finite number, else the message's first line."""
+    lines = [line.strip().removeprefix("- ") for line in message.splitlines() if line.strip()]
+    if not lines:
+        return "the command line does not parse"
+    given = next((line for line in lines if line.startswith("Given value:")), "")
+    nested = re.search(r"NestedArg\(key='([^']+)', val='([^']*)'\)", given)
+    group = re.match(r'Parser key "([^"]+)"', lines[0])
+    # the innermost error: after "Errors:", the first line that is not a heading ("...:") nor the NoneType branch
+    details = lines[lines.index("Errors:") + 1 :] if "Errors:" in lines else lines[1:]
+    reason = next(
+        (
+            line
+            for line in details
+            if not line.endswith(":") and "NoneType" not in line and not line.startswith(("Given value", "Subtypes"))
+        ),
+        None,
+    )
+    if reason is not None:
+        value = reason.split(". Got value: ")[-1] if ". Got value: " in reason else given[len("Given value: ") :]
+        reason = reason.split(". Got value")[0].replace("Expected a ", "expected ", 1)
+        reason = re.sub(r"typing\.Literal\[(.*)\]", r"one of \1", reason)
+        reason = re.sub(r"<class '([^']+)'>", r"\1", reason)
+    if nested is None:
+        if group and reason:
+            return f"--{group.group(1)}{'=' + value if value else ''}: {reason}"
+        return lines[0] if not lines[0].endswith(":") or len(lines) == 1 else f"{lines[0]} {lines[1]}"
+    key, value = nested.groups()
+    option = f"--{group.group(1)}.init_args.{key}" if group else key
+    if value.strip().lower() in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity"):
+        return f"{option}={value}: {key} must be a finite number"
+    return f"{option}={value}: {reason or 'not a valid value'}"
+
+
 class SelrelCLI(LightningCLI):
     """LightningCLI with the data module's shape and classes linked into the model, configuration errors in one
     line (:func:`configuration_error`), and checks of the log folder and ``--ckpt_path`` before any work."""
@@ -207,27 +257,81 @@ class SelrelCLI(LightningCLI):
         hparams.pop("_instantiator", None)
         if not hparams:
             return
+        self._check_resume_settings(subcommand, ckpt_path, hparams)
         if "_class_path" in hparams:  # trusted by now: the configuration's class or this project's classifier
             class_path = hparams.pop("_class_path")
             hparams = {"class_path": class_path, "dict_kwargs": _accepted(class_path, hparams)}
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
+    def _check_resume_settings(self, subcommand: str, ckpt_path: str, hparams: dict[str, Any]) -> None:
+        """A setting the command line or a config asks for that the checkpoint contradicts is refused in one line:
+        Lightning would apply the checkpoint's value (the network its weights fit) and say nothing; the data's
+        ``num_classes`` and ``clip_shape`` must be the checkpoint's too, or the weights do not load."""
+        config = self.config[subcommand]
+        model = config.get("model")
+        class_path = model.get("class_path") if isinstance(model, Namespace) else None
+        asked = model.get("init_args") if isinstance(model, Namespace) else None
+        saved_class = hparams.get("_class_path", MODEL_CLASS)
+        same_class = class_path == saved_class or {class_path, saved_class} <= CLASSIFIER_PATHS
+        linked = ("num_classes", "clip_shape", "class_names")
+        if isinstance(asked, Namespace) and same_class and class_path is not None:
+            defaults = _defaults(class_path)
+            for key, saved in hparams.items():
+                if key.startswith("_") or key in linked or key not in asked:
+                    continue
+                value = asked.get(key)
+                unchanged = key in defaults and _same(value, defaults[key])
+                if not unchanged and not _same(value, saved):
+                    raise MisconfigurationException(
+                        f"--ckpt_path {ckpt_path} holds a model with {key}={saved!r}, and the configuration asks for "
+                        f"{key}={value!r}: the checkpoint's weights fit its own {key}; drop --model.{key} (or "
+                        "train a new model without --ckpt_path)"
+                    )
+        data = config.get("data")
+        data_args = data.get("init_args") if isinstance(data, Namespace) else None
+        if isinstance(data_args, Namespace):
+            for key in ("num_classes", "clip_shape"):
+                given, saved = data_args.get(key), hparams.get(key)
+                if given is not None and saved is not None and not _same(given, saved):
+                    shown = [list(v) if isinstance(v, (list, tuple)) else v for v in (saved, given)]
+                    raise MisconfigurationException(
+                        f"--ckpt_path {ckpt_path} holds a model for {key}={shown[0]} and the data give "
+                        f"{key}={shown[1]}: set --data.init_args.{key} to the checkpoint's (or train a new model "
+                        "without --ckpt_path)"
+                    )
+
     @override
     def _run_subcommand(self, subcommand: str) -> None:
         self._check_log_folder()
+        self._check_last(subcommand)
         # Lightning creates the logger's folder (an empty event file) just before the setup checks; a run that fails
         # there must not leave it behind.
         logger = self.trainer.logger
         log_dir = None if logger is None or isinstance(logger, DummyLogger) else getattr(logger, "log_dir", None)
-        existed = [Path(p).exists() for p in (log_dir, Path(log_dir).parent)] if log_dir else []
+        new = _missing_folders([Path(log_dir)]) if log_dir else set()
+        new |= getattr(self, "_new_folders", set())  # those the Trainer itself may have made before this point
         try:
             super()._run_subcommand(subcommand)
         except Exception as error:
             if self.trainer.fit_loop.epoch_loop.batch_progress.total.started > 0:
                 error._selrel_started = True  # type: ignore[attr-defined]  # it trained: a traceback, not one line
             elif log_dir and self.trainer.is_global_zero:
-                _remove_debris(Path(log_dir), existed)
+                _remove_debris(Path(log_dir), new)
             raise
+
+    def _check_last(self, subcommand: str) -> None:
+        """``--ckpt_path last`` must find a ``last*.ckpt``: Lightning otherwise warns among many lines and trains from
+        scratch. A ModelCheckpoint without a ``dirpath`` writes into this run's new version folder, which has none."""
+        if self.config[subcommand].get("ckpt_path") != "last":
+            return
+        folders = [Path(cb.dirpath) for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+        if any(list(folder.glob("last*.ckpt")) for folder in folders):
+            return
+        where = ", ".join(str(f) for f in folders) or "this run's new version folder (no dirpath configured)"
+        raise MisconfigurationException(
+            f"--ckpt_path last: no last*.ckpt in {where}; pass the checkpoint file itself "
+            "(lightning_logs/version_N/checkpoints/...ckpt), or give ModelCheckpoint a dirpath and save_last: true"
+        )
 
     def _check_log_folder(self) -> None:
         """The logger's folder must be writable before anything runs (the nearest existing folder is checked)."""
@@ -270,6 +374,12 @@ class SelrelCLI(LightningCLI):
         a named one (``name: mad``) joins it; and
         the default logger without Lightning's ``hp_metric`` placeholder (the monitor writes the HParams entry)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        # the folders this run would create (the root and the logger's), before the Trainer makes any of them
+        roots = [Path(config.trainer.default_root_dir or os.getcwd())]
+        logger_args = getattr(config.trainer.logger, "init_args", None)
+        if isinstance(logger_args, Namespace) and logger_args.get("save_dir"):
+            roots.append(Path(str(logger_args.get("save_dir"))))
+        self._new_folders = _missing_folders([r.expanduser().absolute() for r in roots])
         if config.trainer.logger in (None, True):  # what the Trainer would build, with the placeholder off
             config.trainer.logger = Namespace(
                 class_path=f"{PACKAGE}.loggers.TensorBoardLogger",
@@ -290,6 +400,22 @@ class SelrelCLI(LightningCLI):
         callbacks[:] = [
             c for i, c in enumerate(callbacks) if i in kept or not _class_path(c).endswith("SelectiveRelevanceMonitor")
         ]
+
+
+def _defaults(class_path: str) -> dict[str, Any]:
+    """What the command line gives a model's arguments when nobody sets them: the CLI's own defaults for this
+    project's classifier (:data:`MODEL_DEFAULTS`), else the constructor's."""
+    parameters = inspect.signature(import_path(class_path).__init__).parameters
+    out = {k: p.default for k, p in parameters.items() if p.default is not inspect.Parameter.empty}
+    if class_path in CLASSIFIER_PATHS:
+        out.update(MODEL_DEFAULTS["model"]["init_args"])
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as configuration values (a tuple and a list of the same items are the same)."""
+    normal = [list(v) if isinstance(v, (list, tuple)) else v for v in (a, b)]
+    return normal[0] == normal[1]
 
 
 def _accepted(class_path: str, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -321,6 +447,8 @@ def run_lightning_cli(args: ArgsType = None, *, run: bool = True) -> SelrelCLI |
     traceback)."""
     argv = sys.argv[1:] if args is None else args
     try:
+        if isinstance(argv, (list, tuple)):
+            _check_config_files([str(a) for a in argv])
         return SelrelCLI(args=args, run=run, **cli_options())
     except Exception as error:
         message = None if getattr(error, "_selrel_started", False) else configuration_error(error)
@@ -330,17 +458,48 @@ def run_lightning_cli(args: ArgsType = None, *, run: bool = True) -> SelrelCLI |
         raise SystemExit(2) from None
 
 
-def _remove_debris(log_dir: Path, existed: list[bool]) -> None:
-    """Remove a log folder (and its parent) this run created, if it holds nothing but TensorBoard event files."""
-    if existed[0] or not log_dir.is_dir():
+def _check_config_files(argv: list[str]) -> None:
+    """Every ``--config FILE`` of the command line must be a text file (jsonargparse reads a binary one into a
+    UnicodeDecodeError deep in its parser): name the file and what it is instead."""
+    for i, token in enumerate(argv):
+        if token == "--config" and i + 1 < len(argv):
+            path = Path(argv[i + 1])
+        elif token.startswith("--config="):
+            path = Path(token.split("=", 1)[1])
+        else:
+            continue
+        if not path.is_file():
+            continue  # jsonargparse also takes a YAML string here, and says itself what is missing
+        try:
+            path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise MisconfigurationException(
+                f"--config {path} is not a text (YAML) file (byte {error.start}: {error.reason}); pass a configuration "
+                "such as configs/synthetic.yaml"
+            ) from None
+        except OSError as error:
+            raise MisconfigurationException(f"--config {path} cannot be read ({error.strerror})") from None
+
+
+def _missing_folders(paths: list[Path]) -> set[Path]:
+    """The folders among ``paths`` and their ancestors that do not exist yet."""
+    return {folder for path in paths for folder in (path, *path.parents) if not folder.exists()}
+
+
+def _remove_debris(log_dir: Path, new: set[Path]) -> None:
+    """Remove what a refused run left: its log folder if it holds nothing but TensorBoard event files, and every
+    folder above it that this run created (``new``) and that is now empty."""
+    log_dir = log_dir.absolute()
+    if log_dir not in new or not log_dir.is_dir():
         return
     if any(not (p.is_file() and p.name.startswith("events.out.tfevents.")) for p in log_dir.iterdir()):
         return  # something was written on purpose: keep it
     for path in log_dir.iterdir():
         path.unlink()
-    log_dir.rmdir()
-    if not existed[1] and log_dir.parent.is_dir() and not any(log_dir.parent.iterdir()):
-        log_dir.parent.rmdir()
+    for folder in (log_dir, *log_dir.parents):
+        if folder not in new or not folder.is_dir() or any(folder.iterdir()):
+            break
+        folder.rmdir()
 
 
 def prog() -> str:
@@ -368,5 +527,6 @@ def cli_options() -> dict[str, Any]:
         "seed_everything_default": 0,
         "auto_configure_optimizers": False,  # the model takes its optimiser and scheduler as arguments
         "save_config_callback": _SaveConfigOnStart,  # config.yaml once the setup checks have passed
+        "parser_class": OneLineParser,  # a parse error in one line
         "parser_kwargs": {"prog": prog(), "description": "Train, validate, test or predict (a LightningCLI)."},
     }

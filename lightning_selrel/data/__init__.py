@@ -6,6 +6,8 @@
 - :mod:`~lightning_selrel.data.conflict`: cue-conflict clips (motion one class, context another), the interface
   a data module offers them by;
 - :mod:`~lightning_selrel.data.clips`: clips of a list of video files (the train and evaluation transforms);
+- :mod:`~lightning_selrel.data.video_list`: any dataset given as annotation lists (``VideoListDataModule``), and
+  what every video-file data module shares;
 - :mod:`~lightning_selrel.data.ucf101`: UCF-101's split files and its data module;
 - :mod:`~lightning_selrel.data.cache`: a memory-mapped cache of decoded videos.
 
@@ -23,6 +25,7 @@ _EXPORTS = {
     "MotionContextDataModule": ".synthetic",
     "MotionContextDataset": ".synthetic",
     "UCF101DataModule": ".ucf101.datamodule",
+    "VideoListDataModule": ".video_list",
     "UCF101Clips": ".clips",
     "FramePrep": ".frames",
     "decode_window": ".frames",

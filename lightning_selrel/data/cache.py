@@ -12,6 +12,12 @@ again. Both files are written to a temporary name and moved into place with :fun
 sidecar last: an interrupted build leaves no entry that looks valid. A video that cannot be decoded
 gets a sidecar with ``frames: 0`` and its error, so later runs skip it without decoding it again.
 
+The sidecar is checked against the data, not only the source: an entry whose ``.npy`` header or size does not
+match the frame count and size the sidecar records (a truncated copy, an overwritten header) is damaged, and is
+decoded again from its source, counted in :attr:`CacheSummary.damaged` (cheap: a header read and a ``stat`` per
+entry). The sidecar also keeps a BLAKE2b checksum of the ``.npy`` file; ``verify=True`` (``cache --verify``) reads
+every entry whole and re-decodes those whose bytes changed (random bytes written into an entry keep its size).
+
 Disk cost: 128 x 171 x 3 bytes = 66 kB per frame; all of UCF-101 (about 2.5 million frames) takes
 about 165 GB.
 
@@ -21,6 +27,7 @@ Build it outside training with ``python -m lightning_selrel cache --root DIR --c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -32,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_selrel.data.frames import C3D_RESIZE, VideoDecodeError, decode_video
+from lightning_selrel.data.frames import C3D_RESIZE, VIDEO_EXTENSIONS, VideoDecodeError, decode_video
 
 __all__ = ["CacheEntry", "CacheSummary", "build_cache", "build_cache_entry", "cache_entry"]
 
@@ -67,7 +74,7 @@ class CacheSummary:
     """What :func:`build_cache` did.
 
     Attributes:
-        built: Videos decoded and written in this call.
+        built: Videos decoded and written in this call (the damaged ones included).
         reused: Videos whose valid entry was already there.
         failed: Undecodable videos, mapped to the reason.
         frames: Frame count of every usable video, by source path.
@@ -77,6 +84,8 @@ class CacheSummary:
     reused: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     frames: dict[str, int] = field(default_factory=dict)
+    #: Entries found damaged (their data did not match their sidecar) and decoded again, by source: why.
+    damaged: dict[str, str] = field(default_factory=dict)
 
 
 def cache_entry(cache_dir: str | os.PathLike, relative: str | os.PathLike, resize: Sequence[int]) -> CacheEntry:
@@ -96,15 +105,47 @@ def _key(source: Path, relative: str | os.PathLike, resize: Sequence[int]) -> di
     }
 
 
-def _valid_frames(entry: CacheEntry, key: dict) -> int | None:
-    """Frame count recorded by a valid entry (0 for a known-bad video); None when it must be built."""
+def _valid_frames(entry: CacheEntry, key: dict, *, verify: bool = False) -> tuple[int | None, str | None]:
+    """``(frames, damage)``: the frame count a valid entry records (0 for a known-bad video), or None when it must
+    be built; ``damage`` says why an entry whose sidecar matches its source is nevertheless rebuilt."""
     meta = entry.read()
     if meta is None or any(meta.get(name) != value for name, value in key.items()):
-        return None
+        return None, None
     frames = int(meta.get("frames", -1))
-    if frames > 0 and not entry.array.is_file():
-        return None
-    return frames if frames >= 0 else None
+    if frames < 0:
+        return None, None
+    if frames == 0:
+        return 0, None
+    damage = entry_damage(entry, meta, verify=verify)
+    return (None, damage) if damage else (frames, None)
+
+
+def entry_damage(entry: CacheEntry, meta: dict, *, verify: bool = False) -> str | None:
+    """Why the ``.npy`` of an entry does not hold what its sidecar says (None: it does). Reads the header and the
+    size; with ``verify``, the whole file against the sidecar's checksum (entries written before it have none)."""
+    if not entry.array.is_file():
+        return "its .npy file is missing"
+    expected = (int(meta["frames"]), *(int(v) for v in meta["resize"]), 3)
+    try:
+        array = np.load(entry.array, mmap_mode="r")
+    except Exception as error:  # a damaged header raises what NumPy's parser meets: ValueError, SyntaxError, ...
+        return f"its .npy file does not read ({type(error).__name__})"
+    if tuple(array.shape) != expected or array.dtype != np.uint8:
+        return f"its .npy file holds {array.dtype} {tuple(array.shape)}, the sidecar says uint8 {expected}"
+    size = entry.array.stat().st_size
+    if size != array.offset + array.nbytes:
+        return f"its .npy file has {size} bytes, {array.offset + array.nbytes} expected"
+    if verify and meta.get("blake2b") and _checksum(entry.array) != meta["blake2b"]:
+        return "its .npy file's bytes changed since it was written (checksum)"
+    return None
+
+
+def _checksum(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _temp_name(final: Path) -> Path:
@@ -125,8 +166,13 @@ def _write_atomic(final: Path, write) -> None:
 
 
 def build_cache_entry(
-    source: str | os.PathLike, relative: str | os.PathLike, cache_dir: str | os.PathLike, resize: Sequence[int]
-) -> tuple[int, bool]:
+    source: str | os.PathLike,
+    relative: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    resize: Sequence[int],
+    *,
+    verify: bool = False,
+) -> tuple[int, bool, str | None]:
     """Makes sure the cache holds a valid entry for one video.
 
     Args:
@@ -135,9 +181,12 @@ def build_cache_entry(
         cache_dir: Root folder of the cache.
         resize: Frame size (H, W) to store.
 
+        verify: Also compare the whole ``.npy`` with the sidecar's checksum.
+
     Returns:
-        ``(frames, built)``: the frame count (0 when the video cannot be decoded; its sidecar then
-        records the error) and whether it was decoded in this call.
+        ``(frames, built, damage)``: the frame count (0 when the video cannot be decoded; its sidecar then
+        records the error), whether it was decoded in this call, and why an existing entry was found damaged
+        (None if it was not).
 
     Raises:
         OSError: If the source cannot be stat'ed or the cache cannot be written.
@@ -145,9 +194,9 @@ def build_cache_entry(
     source = Path(source)
     entry = cache_entry(cache_dir, relative, resize)
     key = _key(source, relative, resize)
-    frames = _valid_frames(entry, key)
+    frames, damage = _valid_frames(entry, key, verify=verify)
     if frames is not None:
-        return frames, False
+        return frames, False, None
     entry.array.parent.mkdir(parents=True, exist_ok=True)
     entry.sidecar.unlink(missing_ok=True)  # from here on, no valid-looking entry until the end
     try:
@@ -160,8 +209,10 @@ def build_cache_entry(
     else:
         entry.array.unlink(missing_ok=True)
     meta = {**key, "frames": 0 if video is None else int(video.shape[0]), "error": error}
+    if video is not None:
+        meta["blake2b"] = _checksum(entry.array)
     _write_atomic(entry.sidecar, lambda handle: handle.write(json.dumps(meta, indent=1).encode()))
-    return meta["frames"], True
+    return meta["frames"], True, damage
 
 
 def build_cache(
@@ -172,6 +223,7 @@ def build_cache(
     *,
     workers: int | None = None,
     progress: bool = False,
+    verify: bool = False,
 ) -> CacheSummary:
     """Decodes every video under ``root`` once into the cache; valid entries are reused.
 
@@ -179,11 +231,13 @@ def build_cache(
         root: Dataset root; entries are named by the video's path relative to it.
         cache_dir: Root folder of the cache (created if needed).
         resize: Frame size (H, W) to store.
-        videos: Paths of the videos to cache (absolute, or relative to ``root``). Default: every
-            ``.avi`` file under ``root``.
+        videos: Paths of the videos to cache (absolute, or relative to ``root``). Default: every video file
+            under ``root`` (the extensions of :data:`~lightning_selrel.data.frames.VIDEO_EXTENSIONS`).
         workers: Threads decoding in parallel (OpenCV releases the GIL while decoding). Default:
             the number of CPU cores, at most 8.
         progress: Log a line every 500 videos.
+        verify: Read every entry whole and compare it with its sidecar's checksum (damaged entries are decoded
+            again either way: a damaged header or size is found without it).
 
     Returns:
         A :class:`CacheSummary`.
@@ -195,20 +249,22 @@ def build_cache(
     if not root.is_dir():
         raise FileNotFoundError(f"video root {root} is not a folder; pass the folder that holds the class folders")
     if videos is None:
-        sources = sorted(root.rglob("*.avi"))
+        sources = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
     else:
         sources = [root / Path(video) for video in videos]  # an absolute path stays absolute
     workers = workers or min(8, os.cpu_count() or 1)
     summary = CacheSummary()
 
-    def one(source: Path) -> tuple[Path, int, bool]:
-        frames, built = build_cache_entry(source, source.relative_to(root), cache_dir, resize)
-        return source, frames, built
+    def one(source: Path) -> tuple[Path, int, bool, str | None]:
+        return (source, *build_cache_entry(source, source.relative_to(root), cache_dir, resize, verify=verify))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, (source, frames, built) in enumerate(pool.map(one, sources), start=1):
+        for done, (source, frames, built, damage) in enumerate(pool.map(one, sources), start=1):
             summary.built += int(built)
             summary.reused += int(not built)
+            if damage is not None:
+                summary.damaged[str(source)] = damage
+                log.warning("cache: %s: the cached entry was damaged (%s); decoded it again", source, damage)
             if frames > 0:
                 summary.frames[str(source)] = frames
             else:

@@ -39,7 +39,11 @@ __all__ = [
     "open_video",
     "probe_video",
     "to_rgb",
+    "VIDEO_EXTENSIONS",
 ]
+
+#: Video file extensions ``cache`` looks for under a root (a data module's lists may name any file OpenCV reads).
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v")
 
 #: C3D's frame size before cropping (H, W) and crop side (Tran et al., 2015; the UCF-101 preset).
 C3D_RESIZE: tuple[int, int] = (128, 171)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -147,6 +148,31 @@ def test_offline_ctrl_c_finishes_the_video(files, tmp_path, monkeypatch):
     args = ["--ckpt", str(files.ckpt), "--video", str(files.clip40), "--out", str(out), "--json", str(report)]
     assert main([*args, "--quiet"]) == 130
     assert count_frames(out) == 16 and read_json(report)["stopped"] == "interrupted"
+
+    # Again over these complete outputs: the interrupted result goes beside them, and the report says so.
+    complete = {path: path.read_bytes() for path in (out, report)}
+    calls.clear()
+    assert main([*args, "--quiet"]) == 130
+    assert {path: path.read_bytes() for path in (out, report)} == complete
+    beside = tmp_path / "report.interrupted.json"
+    assert count_frames(tmp_path / "out.interrupted.mp4") == 16 and read_json(beside)["stopped"] == "interrupted"
+    assert any("from an earlier run is kept" in w for w in read_json(beside)["warnings"])
+
+
+def test_a_killed_runs_partial_output_is_swept_and_a_short_video_is_said(files, tmp_path, capsys):
+    child = subprocess.Popen(["true"])  # noqa: S607
+    child.wait()  # a pid that no longer runs
+    stale = tmp_path / f".out.partial-{child.pid}.mp4"
+    stale.write_bytes(b"half a video")
+    mine = tmp_path / f".out.partial-{os.getpid()}x.mp4"  # not a pid: left alone
+    mine.write_bytes(b"x")
+    report = tmp_path / "report.json"
+    args = ["--ckpt", str(files.ckpt), "--video", str(files.short), "--out", str(tmp_path / "out.mp4")]
+    assert main([*args, "--json", str(report), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert not stale.exists() and mine.exists() and f"removed {stale}" in err
+    warning = next(w for w in read_json(report)["warnings"] if "fewer than one clip" in w)
+    assert "10 frame(s), fewer than one clip of 16" in warning and "warning: " in err
 
 
 # -- live ----------------------------------------------------------------------------------------

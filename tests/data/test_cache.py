@@ -78,9 +78,11 @@ def test_cache_command_line(tmp_path, capsys):
     tree = write_ucf_tree(tmp_path)
     args = ["--root", str(tree.root), "--cache-dir", str(tmp_path / "cache"), "--resize", "20", "24"]
     assert main(args) == 0
-    assert "9 videos decoded, 0 already cached, 1 unreadable" in capsys.readouterr().out
+    assert (
+        "9 videos decoded (0 of them damaged in the cache), 0 already cached, 1 unreadable" in capsys.readouterr().out
+    )
     main(args)
-    assert "0 videos decoded, 9 already cached" in capsys.readouterr().out
+    assert "0 videos decoded (0 of them damaged in the cache), 9 already cached" in capsys.readouterr().out
     assert (tmp_path / "cache" / "20x24" / "YoYo" / "v_YoYo_g01_c01.npy").is_file()
 
 
@@ -103,3 +105,44 @@ def test_cache_command_line_names_bad_options_in_one_line_and_writes_nothing(tmp
         err = capsys.readouterr().err
         assert err.startswith("cache: error: ") and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "cache").exists()  # nothing written, no 0x0/<class> folders
+
+
+def test_a_damaged_entry_is_found_decoded_again_and_counted(tmp_path, capsys):
+    """A truncated .npy and an overwritten header are found by every build (a header read and a stat); random
+    bytes that keep the size only by --verify's checksum. Each is decoded again from its source, never trained on."""
+    tree = write_ucf_tree(tmp_path)
+    cache = tmp_path / "cache"
+    build_cache(tree.root, cache, RESIZE, workers=1)
+    names = sorted(p.relative_to(tree.root) for p in tree.root.rglob("*.avi") if p != tree.corrupt)[:3]
+    truncated, header, scribbled = (cache_entry(cache, name, RESIZE) for name in names)
+    good = {entry: np.load(entry.array).copy() for entry in (truncated, header, scribbled)}
+    data = truncated.array.read_bytes()
+    truncated.array.write_bytes(data[: len(data) // 2])
+    data = bytearray(header.array.read_bytes())
+    data[10:40] = b"{'descr': '|u1', 'shape': (3,"  # the shape in the header overwritten
+    header.array.write_bytes(bytes(data))
+    data = bytearray(scribbled.array.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 2000] = os.urandom(2000)  # same size, other frames
+    scribbled.array.write_bytes(bytes(data))
+
+    summary = build_cache(tree.root, cache, RESIZE, workers=1)
+    assert summary.built == 2 and set(summary.damaged) == {str(tree.root / n) for n in names[:2]}
+    assert (
+        "does not read" in summary.damaged[str(tree.root / names[1])]
+        or "holds" in summary.damaged[str(tree.root / names[1])]
+    )
+    assert (
+        "bytes" in summary.damaged[str(tree.root / names[0])]
+        or "does not read" in summary.damaged[str(tree.root / names[0])]
+    )
+    for entry in (truncated, header):
+        assert np.array_equal(np.load(entry.array), good[entry])
+    assert not np.array_equal(np.load(scribbled.array), good[scribbled])  # same size: only the checksum tells
+
+    args = ["--root", str(tree.root), "--cache-dir", str(cache), "--resize", str(RESIZE[0]), str(RESIZE[1])]
+    assert main([*args, "--verify"]) == 0
+    out = capsys.readouterr()
+    assert "1 videos decoded (1 of them damaged in the cache)" in out.out and "and verified" in out.out
+    assert np.array_equal(np.load(scribbled.array), good[scribbled])
+    assert main([*args, "--verify"]) == 0
+    assert "0 videos decoded (0 of them damaged in the cache)" in capsys.readouterr().out

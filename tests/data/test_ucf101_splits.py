@@ -35,3 +35,15 @@ def test_class_index_with_a_gap_fails(tmp_path):
     path.write_text("1 A\n3 B\n")
     with pytest.raises(ValueError, match="without gaps"):
         read_class_index(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"1 Apply\xffEyeMakeup\n", "is not a UTF-8 text file"), (b"", "lists no class"), (b"\n \n", "lists no class")],
+)
+def test_a_class_index_that_is_not_text_or_empty_names_the_file(tmp_path, content, message):
+    path = tmp_path / "classInd.txt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as raised:
+        read_class_index(path)
+    assert str(path) in str(raised.value)

@@ -24,7 +24,13 @@ LAYOUT = """expected layout:
 
 def _lines(path: Path) -> list[tuple[int, str]]:
     """Non-blank lines of a text file with their 1-based numbers; CRLF and surrounding spaces dropped."""
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not a UTF-8 text file (byte {error.start}: {error.reason}); use the split files as "
+            "UCF-101 distributes them (or save yours as UTF-8)"
+        ) from None
     return [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
@@ -47,6 +53,8 @@ def read_class_index(path: str | os.PathLike) -> list[str]:
         if index in entries:
             raise ValueError(f"{path}, line {number}: index {index} appears twice")
         entries[index] = parts[1]
+    if not entries:
+        raise ValueError(f"{path} lists no class; it needs a '<index> <ClassName>' line per class\n{LAYOUT}")
     if sorted(entries) != list(range(1, len(entries) + 1)):
         raise ValueError(f"{path}: class indices must be 1 .. N without gaps, got {sorted(entries)}")
     names = [entries[i] for i in range(1, len(entries) + 1)]
