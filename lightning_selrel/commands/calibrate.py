@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lightning_selrel._lightning import pl
-from lightning_selrel.commands.lightning_cli import SelrelCLI, cli_options
+from lightning_selrel.commands.lightning_cli import SelrelCLI, cli_options, configuration_error, debugging
 from lightning_selrel.files import unwritable
 from lightning_selrel.monitor import calibration as cal
 from lightning_selrel.monitor.behaviour import freeze
@@ -137,7 +137,13 @@ def _configured(fit_args: Sequence[str]) -> Any:
     """The user's model and data module, from the same configuration ``fit`` reads (not instantiated twice)."""
     with warnings.catch_warnings():  # the configuration comes as `args` while sys.argv holds `calibrate ...`
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return SelrelCLI(args=list(fit_args), run=False, **cli_options())
+        try:
+            return SelrelCLI(args=list(fit_args), run=False, **cli_options())
+        except Exception as error:  # the same one line fit gives for the same option (debugging: the traceback)
+            message = configuration_error(error)
+            if message is None or debugging():
+                raise
+            raise cal.CalibrationError(message) from None
 
 
 def _phases(args: argparse.Namespace, datamodule: Any, class_names: list[str], clip_len: int) -> dict[str, tuple]:

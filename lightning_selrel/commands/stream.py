@@ -301,14 +301,16 @@ def display_unavailable() -> str | None:
 
 
 class VideoSink:
-    """Writes uint8 RGB frames (H, W, 3) to ``.mp4`` (mp4v), ``.avi`` (MJPG) or ``.gif``.
+    """Writes uint8 RGB frames (H, W, 3) to ``.mp4`` (H.264 where OpenCV's build can encode it, which browsers,
+    notebooks and W&B play; else MPEG-4 part 2, ``mp4v``), ``.avi`` (MJPG) or ``.gif``. :attr:`codec` says which.
 
     The writer opens at the first frame (its size fixes the video's); odd sizes are padded to even.
     A GIF is kept in memory and encoded by :meth:`close` (prefer .mp4 for long live sessions).
     :meth:`close` checks that OpenCV reads a video back, so a finished sink leaves a playable file.
     """
 
-    CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".gif": None}
+    #: Codecs tried in order per file type (PyPI's opencv-python has no H.264 encoder: it writes mp4v).
+    CODECS: dict[str, tuple[str, ...] | None] = {".mp4": ("avc1", "mp4v"), ".avi": ("MJPG",), ".gif": None}
 
     def __init__(self, path: str | os.PathLike, fps: float, label: str | os.PathLike | None = None) -> None:
         self.path = Path(path)
@@ -319,7 +321,8 @@ class VideoSink:
             raise StreamError(f"--out {self.label}: unknown video type {suffix!r}; use a .mp4, .avi or .gif file name")
         if not self.path.parent.is_dir():
             raise StreamError(f"--out {self.label}: folder {self.path.parent} does not exist; create it first")
-        self._codec = self.CODECS[suffix]
+        self._codecs = self.CODECS[suffix]
+        self._codec: str | None = None if self._codecs is None else self._codecs[-1]
         self._writer: cv2.VideoWriter | None = None
         self._gif: list[np.ndarray] = []
         self.frames_written = 0
@@ -327,22 +330,41 @@ class VideoSink:
     def write(self, frame: np.ndarray, repeat: int = 1) -> None:
         """Append ``frame`` (H, W, 3) uint8 RGB ``repeat`` times."""
         frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)))  # even for mp4v
-        if self._codec is None:
+        if self._codecs is None:
             self._gif.extend([frame] * repeat)
         else:
             if self._writer is None:
-                fourcc = cv2.VideoWriter_fourcc(*self._codec)
-                self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
-                if not self._writer.isOpened():
-                    raise StreamError(f"--out {self.label}: OpenCV cannot write {self._codec} video here; try .avi")
+                self._writer = self._open((frame.shape[1], frame.shape[0]))
             bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
             for _ in range(repeat):
                 self._writer.write(bgr)
         self.frames_written += repeat
 
+    @property
+    def codec(self) -> str | None:
+        """The codec the file is written with (None for a GIF)."""
+        return self._codec
+
+    def _open(self, size: tuple[int, int]) -> cv2.VideoWriter:
+        """The first writer of :attr:`CODECS` that opens (OpenCV's complaint about a missing encoder silenced)."""
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            for codec in self._codecs or ():
+                writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps, size)
+                if writer.isOpened():
+                    self._codec = codec
+                    return writer
+                writer.release()
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+        raise StreamError(
+            f"--out {self.label}: OpenCV cannot write {'/'.join(self._codecs or ())} video here; try .avi"
+        )
+
     def close(self) -> None:
         """Finish the file; raises :class:`StreamError` if it does not read back."""
-        if self._codec is None:
+        if self._codecs is None:
             if self._gif:
                 self.path.write_bytes(encode_gif(np.stack(self._gif), fps=self.fps))
                 self._gif = []
@@ -360,9 +382,13 @@ class VideoSink:
 
 # -- what a person sees -----------------------------------------------------------------------
 class StatusLine:
-    """One status line on a terminal stream, overwritten with ``\\r`` at most every ``interval`` seconds."""
+    """One status line on a terminal stream, overwritten with ``\\r`` at most every ``interval`` seconds; nothing
+    on a stream that is not a terminal (a log file or a pipe would collect every ``\\r`` line), unless
+    ``terminal_only=False``."""
 
-    def __init__(self, stream: TextIO | None = sys.stderr, interval: float = 0.5) -> None:
+    def __init__(self, stream: TextIO | None = sys.stderr, interval: float = 0.5, terminal_only: bool = True) -> None:
+        if stream is not None and terminal_only and not _is_terminal(stream):
+            stream = None
         self.stream, self.interval, self._last, self._width = stream, interval, -math.inf, 0
 
     def update(self, text: str) -> None:
@@ -379,6 +405,13 @@ class StatusLine:
             self.stream.write("\n")
             self.stream.flush()
             self._width = 0
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed, or not a file
+        return False
 
 
 class Outputs:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from lightning_selrel.data.frames import C3D_RESIZE, VIDEO_EXTENSIONS, VideoDecodeError, decode_video
 
@@ -235,7 +236,7 @@ def build_cache(
             under ``root`` (the extensions of :data:`~lightning_selrel.data.frames.VIDEO_EXTENSIONS`).
         workers: Threads decoding in parallel (OpenCV releases the GIL while decoding). Default:
             the number of CPU cores, at most 8.
-        progress: Log a line every 500 videos.
+        progress: A progress bar on a terminal; elsewhere (a log file) a line every 500 videos and at the end.
         verify: Read every entry whole and compare it with its sidecar's checksum (damaged entries are decoded
             again either way: a damaged header or size is found without it).
 
@@ -258,8 +259,10 @@ def build_cache(
     def one(source: Path) -> tuple[Path, int, bool, str | None]:
         return (source, *build_cache_entry(source, source.relative_to(root), cache_dir, resize, verify=verify))
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    bar = tqdm(total=len(sources), desc="cache", unit="video", disable=None if progress else True)  # None: a tty
+    with ThreadPoolExecutor(max_workers=workers) as pool, bar:
         for done, (source, frames, built, damage) in enumerate(pool.map(one, sources), start=1):
+            bar.update()
             summary.built += int(built)
             summary.reused += int(not built)
             if damage is not None:
@@ -270,6 +273,6 @@ def build_cache(
             else:
                 meta = cache_entry(cache_dir, source.relative_to(root), resize).read() or {}
                 summary.failed[str(source)] = meta.get("error") or "no decodable frame"
-            if progress and done % 500 == 0:
+            if progress and bar.disable and (done % 500 == 0 or done == len(sources)):  # a log, not a terminal
                 log.info("cache: %d / %d videos (%d decoded)", done, len(sources), summary.built)
     return summary

@@ -113,6 +113,7 @@ class VideoDataModule(pl.LightningDataModule):
         clips_per_video: int,
         seed: int | None,
         pin_memory: bool | None = None,
+        prepare_data_per_node: bool = True,
     ) -> None:
         resize = (int(resize[0]), int(resize[1]))
         if min(clip_len, crop, batch_size, clips_per_video) < 1 or num_workers < 0:
@@ -128,6 +129,7 @@ class VideoDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self.seed = seed
         self.pin_memory = pin_memory
+        self.prepare_data_per_node = bool(prepare_data_per_node)  # Lightning's switch: False = global rank 0 only
         self.skipped: dict[str, str] = {}  # video path -> why it was skipped
         self._videos: dict[str, list[Video]] = {}
 
@@ -310,6 +312,8 @@ class VideoListDataModule(VideoDataModule):
         clips_per_video: Evenly spaced windows per video for validation and test.
         seed: Seeds the training shuffle (None: the global seed).
         pin_memory: Page-locked batches for a faster copy to the GPU (default: on when CUDA is available).
+        prepare_data_per_node: Build the cache once per node (Lightning's default); False builds it on global rank
+            0 alone, for nodes that share one file system (they would otherwise decode the same videos).
 
     Raises:
         FileNotFoundError: If ``root``, a list or the class names file is missing.
@@ -335,10 +339,21 @@ class VideoListDataModule(VideoDataModule):
         clips_per_video: int = 1,
         seed: int | None = None,
         pin_memory: bool | None = None,
+        prepare_data_per_node: bool = True,
     ) -> None:
         super().__init__()
         self._configure(
-            root, clip_len, resize, crop, batch_size, num_workers, cache_dir, clips_per_video, seed, pin_memory
+            root,
+            clip_len,
+            resize,
+            crop,
+            batch_size,
+            num_workers,
+            cache_dir,
+            clips_per_video,
+            seed,
+            pin_memory,
+            prepare_data_per_node,
         )
         self.save_hyperparameters()
         if not self.root.is_dir():

@@ -222,6 +222,14 @@ class SelectiveRelevanceMonitor(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._probes.clear()  # loaded clips are this rank's share: a new trainer may split them differently
         self._conflicts.clear()
+        sharded = type(getattr(trainer, "strategy", None)).__name__
+        if any(kind in sharded for kind in ("FSDP", "DeepSpeed")):
+            raise MisconfigurationException(
+                f"SelectiveRelevanceMonitor cannot serve the {sharded} strategy: it shards the model across ranks, "
+                "and the monitor explains the whole model on each rank's probe clips (a rank without clips would "
+                "skip the forward the others wait for, and the run would hang); train with strategy=ddp, or remove "
+                "the monitor from trainer.callbacks"
+            )
         try:  # the model's requirements (explain.check_model), before any training step
             check_model(pl_module, self.methods, layer=self.gradcam_layer)
         except ValueError as error:

@@ -158,6 +158,11 @@ ROWS = [
         "--out",
     ),
     (
+        "calibrate: a bad fit option, the one line fit gives",
+        lambda i, w: ["calibrate", "--out", str(w / "cal"), *TINY, "--data.init_args.batch_size=0"],
+        "batch_size must be an integer >= 1, got 0",
+    ),
+    (
         "cache: --workers -1",
         lambda i, w: ["cache", "--root", str(i.tree.root), "--cache-dir", str(w / "cache"), "--workers", "-1"],
         "--workers",

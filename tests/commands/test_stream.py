@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from lightning_selrel.commands.stream import RingBuffer
@@ -42,3 +43,27 @@ def test_ring_buffer_keeps_display_frames_beside_the_model_frames():
     for i in range(2):
         plain.push(np.full((1,), i))
     assert plain.take(timeout=0).display is None
+
+
+def test_the_status_line_is_for_a_terminal_and_mp4_prefers_h264(tmp_path):
+    import io
+
+    from lightning_selrel.commands.stream import StatusLine, VideoSink
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal, log = Terminal(), io.StringIO()
+    for stream in (terminal, log):
+        line = StatusLine(stream, interval=0)
+        line.update("3 windows")
+        line.close()
+    assert terminal.getvalue() == "\r3 windows\n" and log.getvalue() == ""
+    sink = VideoSink(tmp_path / "out.mp4", fps=10)
+    sink.write(np.zeros((16, 16, 3), np.uint8), repeat=3)
+    sink.close()
+    assert sink.codec in ("avc1", "mp4v")  # H.264 where OpenCV's build has the encoder (PyPI's does not)
+    capture = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert capture.read()[0]
+    capture.release()

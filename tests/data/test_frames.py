@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -99,3 +101,43 @@ def test_display_frames_are_the_source_region_under_the_models_crop():
     assert synthetic.crop_region((240, 320)) == (0, 40, 240, 240)
     wide = FramePrep((32, 64))  # a non-square clip keeps its aspect on screen
     assert wide.display(big, 100).shape == (100, 200, 3)
+
+
+# -- seeking: the same frames as decoding from the first frame, at any position ---------------------------------
+FOOTAGE = Path(__file__).resolve().parents[2].parent / "shared" / "footage"
+
+
+def _long_video(path: Path, codec: str, frames: int = 200) -> Path:
+    """A moving, noisy video long enough that a window at its end lies many keyframes away from the start."""
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), 25, (48, 32))
+    if not writer.isOpened():
+        pytest.skip(f"OpenCV cannot write {codec} here")
+    for t in range(frames):
+        frame = rng.integers(20, 40, (32, 48, 3), dtype=np.uint8)
+        frame[10:20, (2 * t) % 38 : (2 * t) % 38 + 10] = (t % 256, 200, 90)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize(("suffix", "codec"), [(".mp4", "mp4v"), (".avi", "MJPG"), (".mkv", "MJPG"), (".webm", "VP80")])
+def test_a_seeking_window_is_the_same_as_decoding_from_the_start(tmp_path, suffix, codec):
+    path = _long_video(tmp_path / f"long{suffix}", codec)
+    whole = decode_video(path)
+    assert len(whole) == 200
+    for start in (0, 1, 47, 120, 184, 199):
+        sought = decode_window(path, start, 16)
+        np.testing.assert_array_equal(sought, whole[start : start + 16])
+        np.testing.assert_array_equal(sought, decode_window(path, start, 16, seek=False))
+    assert len(decode_window(path, 200, 16)) == 0 and len(decode_window(path, 500, 16)) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FOOTAGE.is_dir(), reason=f"no real footage at {FOOTAGE} (see its README)")
+@pytest.mark.parametrize("name", ["demo.mp4", "test.avi", "S001C001P001R001A001_rgb.avi"])
+def test_seeking_on_real_footage_gives_the_frames_of_sequential_decoding(name):
+    path = FOOTAGE / name
+    whole = decode_video(path, (64, 80))
+    for start in (0, len(whole) // 3, len(whole) // 2, len(whole) - 16):
+        np.testing.assert_array_equal(decode_window(path, start, 16, (64, 80)), whole[start : start + 16])

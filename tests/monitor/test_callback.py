@@ -391,3 +391,13 @@ def test_a_csv_logger_gets_the_gifs_the_per_class_view_and_the_hparams_as_files(
     assert "selrel/dtd/clip_0" in images(load(tmp_path / "tb"))
     notes = [r.getMessage() for r in caplog.records if "go to" in r.getMessage()]
     assert len(notes) == 1 and "CSVLogger" in notes[0] and str(folder / "selrel") in notes[0]
+
+
+@pytest.mark.parametrize("strategy", ["FSDPStrategy", "DeepSpeedStrategy"])
+def test_a_sharding_strategy_is_refused_at_setup_instead_of_hanging(strategy):
+    from types import SimpleNamespace
+
+    sharded = type(strategy, (), {})()
+    trainer = SimpleNamespace(strategy=sharded)
+    with pytest.raises(MisconfigurationException, match=f"cannot serve the {strategy} strategy.*strategy=ddp"):
+        SelectiveRelevanceMonitor().setup(trainer, None, "fit")

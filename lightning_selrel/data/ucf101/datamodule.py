@@ -59,6 +59,8 @@ class UCF101DataModule(VideoDataModule):
         seed: Seeds the training shuffle and, through it, the data loader workers' augmentation.
             None leaves both to the global seed (``seed_everything``).
         pin_memory: Page-locked batches for a faster copy to the GPU (default: on when CUDA is available).
+        prepare_data_per_node: Build the cache once per node (default); False: on global rank 0 alone, for nodes
+            that share one file system.
 
     Raises:
         FileNotFoundError: If ``root``, the annotation folder or a split file is missing.
@@ -82,12 +84,23 @@ class UCF101DataModule(VideoDataModule):
         clips_per_video: int = 1,
         seed: int | None = None,
         pin_memory: bool | None = None,
+        prepare_data_per_node: bool = True,
     ) -> None:
         super().__init__()
         if split not in (1, 2, 3):
             raise ValueError(f"split must be 1, 2 or 3 (the official UCF-101 splits), got {split}")
         self._configure(
-            root, clip_len, resize, crop, batch_size, num_workers, cache_dir, clips_per_video, seed, pin_memory
+            root,
+            clip_len,
+            resize,
+            crop,
+            batch_size,
+            num_workers,
+            cache_dir,
+            clips_per_video,
+            seed,
+            pin_memory,
+            prepare_data_per_node,
         )
         self.save_hyperparameters()
         if not self.root.is_dir():
