@@ -177,10 +177,10 @@ class SelectiveRelevanceMonitor(Callback):
             ("flow_threshold", flow_threshold, 0),
             ("num_conflict_clips", num_conflict_clips, 0),
         ):
-            if value < low:
-                raise ValueError(f"{name} must be at least {low}, got {value}")
-        if fps <= 0:
-            raise ValueError(f"fps must be positive, got {fps}")
+            if not math.isfinite(value) or value < low:
+                raise ValueError(f"{name} must be a finite number of at least {low}, got {value}")
+        if not math.isfinite(fps) or fps <= 0:
+            raise ValueError(f"fps must be a positive finite number, got {fps}")
         self.methods = methods
         self.n_std = float(n_std)
         self.num_clips = int(num_clips)

@@ -258,20 +258,27 @@ def markdown_table(
 
 def append_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], **context: Any) -> None:
     """Append the rows to a CSV file (created with a header), each prefixed by the ``context`` columns
-    (e.g. ``epoch``, ``step``); an existing file keeps its rows."""
+    (e.g. ``epoch``, ``step``); an existing file keeps its rows. The whole file is written to a temporary name and
+    moved over the old one, so a run killed while writing leaves the old rows or the new ones, never half a row."""
     if not rows:
         return
     path = Path(path)
     columns = list(context) + list(rows[0])
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        if new:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                {**context, **{k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}}
-            )
+    before = path.read_bytes() if path.exists() else b""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
+    if not before:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {**context, **{k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}}
+        )
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        temporary.write_bytes(before + out.getvalue().encode())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def bar_chart_png(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], title: str) -> tuple[bytes, int, int]:

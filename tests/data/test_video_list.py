@@ -150,11 +150,11 @@ def test_missing_and_unreadable_videos_are_skipped_and_named(kinetics, tmp_path)
         broken.unlink()
 
 
-def test_it_trains_with_the_monitor(kinetics, tmp_path):
+def _fit(kinetics, monitor: SelectiveRelevanceMonitor, **trainer_options) -> pl.Trainer:
+    """One epoch of a tiny C3D on the list, with ``monitor``."""
     dm = _module(kinetics)
     torch.manual_seed(0)
     model = C3DClassifier(num_classes=3, width=2, fc_dim=8, clip_shape=(16, 16, 16), class_names=dm.class_names)
-    monitor = SelectiveRelevanceMonitor(methods=["dtd", "guided_backprop"], num_clips=4, num_videos=0)
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=1,
@@ -164,29 +164,21 @@ def test_it_trains_with_the_monitor(kinetics, tmp_path):
         enable_model_summary=False,
         num_sanity_val_steps=0,
         callbacks=[monitor],
+        **trainer_options,
     )
     trainer.fit(model, dm)
+    return trainer
+
+
+def test_it_trains_with_the_monitor(kinetics):
+    monitor = SelectiveRelevanceMonitor(methods=["dtd", "guided_backprop"], num_clips=4, num_videos=0)
+    trainer = _fit(kinetics, monitor)
     assert 0.0 <= float(trainer.callback_metrics[tags.method_tag("dtd", "spatial_bias")]) <= 1.0
     assert tags.behaviour_tag("acc_frozen") in trainer.callback_metrics
 
 
 @pytest.mark.slow
-def test_two_ddp_processes_train_on_the_list_with_the_monitor(kinetics, tmp_path):
-    dm = _module(kinetics)
-    torch.manual_seed(0)
-    model = C3DClassifier(num_classes=3, width=2, fc_dim=8, clip_shape=(16, 16, 16), class_names=dm.class_names)
+def test_two_ddp_processes_train_on_the_list_with_the_monitor(kinetics):
     monitor = SelectiveRelevanceMonitor(methods=["dtd"], num_clips=4, num_videos=0)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[monitor],
-    )
-    trainer.fit(model, dm)
+    trainer = _fit(kinetics, monitor, devices=2, strategy="ddp_spawn")
     assert 0.0 <= float(trainer.callback_metrics[tags.method_tag("dtd", "spatial_bias")]) <= 1.0

@@ -64,6 +64,10 @@ def test_unknown_method_and_bad_arguments_fail_at_construction():
         SelectiveRelevanceMonitor(target="truth")
     with pytest.raises(ValueError, match="n_std"):
         SelectiveRelevanceMonitor(n_std=-1)
+    for name in ("n_std", "flow_threshold", "fps"):  # NaN and inf pass every comparison: refused by name
+        for value in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match=f"{name} must be a (positive )?finite number"):
+                SelectiveRelevanceMonitor(**{name: value})
     with pytest.raises(ValueError, match="flow_method"):
         SelectiveRelevanceMonitor(flow_method="lucas-kanade")
     with pytest.raises(ValueError, match="twice"):
