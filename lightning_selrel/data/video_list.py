@@ -194,6 +194,15 @@ class VideoDataModule(pl.LightningDataModule):
         with ThreadPoolExecutor(max_workers=self._threads()) as pool:
             return dict(zip(files, pool.map(probe, files), strict=True))
 
+    def _shared_frame_counts(self, files: list[Path]) -> dict[Path, int | str]:
+        """:meth:`_frame_counts` on global rank 0 alone, sent to the other ranks: a multi-GPU run opens each video
+        once in ``setup``, not once per rank (every rank still reads the lists)."""
+        trainer = self.trainer  # Lightning sets it before setup; None when the module is used on its own
+        if trainer is None or trainer.world_size <= 1:
+            return self._frame_counts(files)
+        counts = self._frame_counts(files) if trainer.is_global_zero else None
+        return trainer.strategy.broadcast(counts, src=0)
+
     def _load(self, which: str) -> list[Video]:
         if which in self._videos:
             return self._videos[which]
@@ -202,7 +211,7 @@ class VideoDataModule(pl.LightningDataModule):
         for rel, _, path in entries:
             if path is None:
                 skipped[str(self.root / rel)] = f"listed in {self._list_name(which)} but not found"
-        counts = self._frame_counts([path for _, _, path in entries if path is not None])
+        counts = self._shared_frame_counts([path for _, _, path in entries if path is not None])
         videos = []
         for _, label, path in entries:
             if path is None:
