@@ -1,11 +1,13 @@
-"""Clips per second from .avi decoding vs the memory-mapped frame cache, and what C3D consumes.
+"""Clips per second from .avi decoding vs the frame cache (both formats), and what C3D consumes.
 
 Writes a small UCF-101-shaped tree of synthetic XVID videos (UCF-101's own codec, 320 x 240), then,
 in one process and on the same videos with the same training transforms (random 16-frame window,
 random 112 crop of 128 x 171 frames, flip):
 
 1. clips/s decoding the .avi files (``UCF101DataModule(cache_dir=None)``),
-2. clips/s reading the cache (``cache_dir`` set), after building it once,
+2. clips/s reading the cache (``cache_dir`` set), after building it once, in each format (``cache_format``:
+   ``npy``, memory-mapped, and ``jpeg``, the compact default; the entries in the page cache, as on a machine whose
+   memory holds the cache; ``benchmarks/bench_cache.py`` also reads them cold, on real footage),
 3. clips/s the standard C3D (width 64, fc 4096) consumes in training on this machine: SGD steps,
    forward and backward, at batch 8 of 16 x 112 x 112 clips.
 
@@ -108,14 +110,17 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore")
             direct = UCF101DataModule(str(root), **common)
             direct.setup("fit")
-            cached = UCF101DataModule(str(root), cache_dir=str(base / "cache"), **common)
-            start = time.perf_counter()
-            cached.prepare_data()
-            build_s = time.perf_counter() - start
-            cached.setup("fit")
-        cache_mb = sum(p.stat().st_size for p in (base / "cache").rglob("*.npy")) / 2**20
+            build_s, cache_mb, rates = {}, {}, {}
+            for format, suffix in (("npy", ".npy"), ("jpeg", ".jpegs")):
+                cached = UCF101DataModule(str(root), cache_dir=str(base / "cache"), cache_format=format, **common)
+                start = time.perf_counter()
+                cached.prepare_data()
+                build_s[format] = time.perf_counter() - start
+                cached.setup("fit")
+                cache_mb[format] = sum(p.stat().st_size for p in (base / "cache").rglob(f"*{suffix}")) / 2**20
+                rates[format] = clips_per_second(cached.train_dataloader().dataset, args.clips)
         avi = clips_per_second(direct.train_dataloader().dataset, args.clips)
-        mmap = clips_per_second(cached.train_dataloader().dataset, args.clips)
+        mmap = rates["npy"]
         c3d = c3d_training_clips_per_second(args.batch, args.steps)
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -129,11 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|")
     print(f"| .avi, decoded per clip | {avi:.1f} | {1000 / avi:.2f} | 1.0x |")
     print(f"| cache, memory-mapped .npy | {mmap:.1f} | {1000 / mmap:.2f} | {mmap / avi:.1f}x |")
+    jpeg = rates["jpeg"]
+    print(f"| cache, JPEG frames (.jpegs, the default) | {jpeg:.1f} | {1000 / jpeg:.2f} | {jpeg / avi:.1f}x |")
     print(f"| C3D training consumes (batch {args.batch}, fwd + bwd, CPU) | {c3d:.2f} | {1000 / c3d:.0f} | - |")
-    print(
-        f"\nCache: built in {build_s:.1f} s ({args.videos / build_s:.1f} videos/s), {cache_mb:.0f} MiB on disk. "
-        f"Cache / .avi: {mmap / avi:.1f}x; cache / C3D training: {mmap / c3d:.0f}x."
-    )
+    for format in ("npy", "jpeg"):
+        print(
+            f"\n{format} cache: built in {build_s[format]:.1f} s ({args.videos / build_s[format]:.1f} videos/s), "
+            f"{cache_mb[format]:.1f} MiB on disk. Cache / .avi: {rates[format] / avi:.1f}x; cache / C3D training: "
+            f"{rates[format] / c3d:.0f}x."
+        )
     return 0
 
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_selrel.data.cache import build_cache
+from lightning_selrel.data.cache import CACHE_FORMATS, DEFAULT_JPEG_QUALITY, build_cache, choose_format
 from lightning_selrel.data.frames import C3D_RESIZE
 from lightning_selrel.files import unwritable
 
@@ -19,8 +19,9 @@ def build_parser(prog: str = "python -m lightning_selrel cache") -> argparse.Arg
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Decode every video under ROOT (.avi, .mp4, .mkv, .webm, .mov, .m4v) once into the "
-        "memory-mapped frame cache used by UCF101DataModule / VideoListDataModule(cache_dir=...). Entries already "
-        "valid are kept; interrupted builds resume.",
+        "frame cache used by UCF101DataModule / VideoListDataModule(cache_dir=...). Entries already "
+        "valid are kept; interrupted builds resume. Several processes or nodes build one cache together with "
+        "--shard K/N (K = 0 .. N-1), each video once.",
     )
     parser.add_argument(
         "--root", required=True, help="the dataset's root: UCF-101/, or the folder a list's paths start from"
@@ -28,6 +29,23 @@ def build_parser(prog: str = "python -m lightning_selrel cache") -> argparse.Arg
     parser.add_argument("--cache-dir", required=True, help="where to write the cache")
     parser.add_argument(
         "--resize", type=int, nargs=2, default=C3D_RESIZE, metavar=("H", "W"), help="frame size (default 128 171)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=CACHE_FORMATS,
+        default=None,
+        help="jpeg: compact, 8-12x smaller (the default); npy: raw uint8, memory-mapped, fastest when the cache fits "
+        "in memory. Default: jpeg, unless --cache-dir already holds a raw cache of these frames and no JPEG one",
+    )
+    parser.add_argument(
+        "--quality", type=int, default=DEFAULT_JPEG_QUALITY, help="JPEG quality, 1-100 (default %(default)s)"
+    )
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="K/N",
+        help="build only every N-th video of the sorted list, from the K-th (0-based): run K = 0 .. N-1 on N "
+        "processes or nodes (a job array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); default 0/1, all",
     )
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: cores, at most 8)")
     parser.add_argument(
@@ -46,6 +64,10 @@ def _check(args: argparse.Namespace) -> str | None:
         return (
             f"--root {args.root}: {'is a file, not' if root.exists() else 'no such'} folder; pass the UCF-101/ folder"
         )
+    if _shard(args.shard) is None:
+        return f"--shard {args.shard}: expected K/N with 0 <= K < N (the K-th of N shards, from 0), e.g. 0/4"
+    if not 1 <= args.quality <= 100:
+        return f"--quality {args.quality}: must be from 1 to 100 (default {DEFAULT_JPEG_QUALITY})"
     if args.workers is not None and args.workers < 1:
         return f"--workers {args.workers}: must be at least 1 (leave it out for the default: cores, at most 8)"
     if min(args.resize) < 1:
@@ -59,6 +81,15 @@ def _check(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _shard(text: str) -> tuple[int, int] | None:
+    """``(k, n)`` of ``K/N``, or None when it is not one."""
+    parts = text.split("/")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        return None
+    index, count = int(parts[0]), int(parts[1])
+    return (index, count) if 0 <= index < count else None
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "python -m lightning_selrel cache") -> int:
     """``python -m lightning_selrel cache --root DIR --cache-dir DIR``: decode every video once (exit 2: bad
     options, in one line)."""
@@ -68,12 +99,28 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m lightning_sel
         print(f"cache: error: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    format = args.format or choose_format(args.cache_dir, args.resize, args.quality)
+    if args.format is None and format == "npy":
+        print(
+            f"{args.cache_dir} holds a raw (npy) cache of these frames: completing it (--format jpeg: the compact one)"
+        )
+    shard = _shard(args.shard)
     summary = build_cache(
-        args.root, args.cache_dir, args.resize, workers=args.workers, progress=True, verify=args.verify
+        args.root,
+        args.cache_dir,
+        args.resize,
+        format=format,
+        quality=args.quality,
+        shard=shard,
+        workers=args.workers,
+        progress=True,
+        verify=args.verify,
     )
+    where = f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""
     print(
-        f"{summary.built} videos decoded ({len(summary.damaged)} of them damaged in the cache), {summary.reused} "
-        f"already cached{' and verified' if args.verify else ''}, {len(summary.failed)} unreadable"
+        f"{format} cache{where}: {summary.built} videos decoded ({len(summary.damaged)} of them damaged in the "
+        f"cache), {summary.reused} already cached{' and verified' if args.verify else ''}, "
+        f"{len(summary.failed)} unreadable"
     )
     for path, reason in sorted(summary.failed.items()):
         print(f"  unreadable: {path}: {reason}")

@@ -187,7 +187,10 @@ def condensed(message: str) -> str:
     if not lines:
         return "the command line does not parse"
     given = next((line for line in lines if line.startswith("Given value:")), "")
-    nested = re.search(r"NestedArg\(key='([^']+)', val='([^']*)'\)", given)
+    # an option of a class given as --data.KEY=VALUE: jsonargparse names it in its outermost "Given value" line
+    nested = next(
+        (found for line in lines if (found := re.search(r"NestedArg\(key='([^']+)', val='([^']*)'\)", line))), None
+    )
     group = re.match(r'Parser key "([^"]+)"', lines[0])
     # the innermost error: after "Errors:", the first line that is not a heading ("...:") nor the NoneType branch
     details = lines[lines.index("Errors:") + 1 :] if "Errors:" in lines else lines[1:]
@@ -195,7 +198,9 @@ def condensed(message: str) -> str:
         (
             line
             for line in details
-            if not line.endswith(":") and "NoneType" not in line and not line.startswith(("Given value", "Subtypes"))
+            if not line.endswith(":")
+            and "NoneType" not in line
+            and not line.startswith(("Given value", "Subtypes", "Does not validate against any"))
         ),
         None,
     )

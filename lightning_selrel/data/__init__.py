@@ -9,7 +9,7 @@
 - :mod:`~lightning_selrel.data.video_list`: any dataset given as annotation lists (``VideoListDataModule``), and
   what every video-file data module shares;
 - :mod:`~lightning_selrel.data.ucf101`: UCF-101's split files and its data module;
-- :mod:`~lightning_selrel.data.cache`: a memory-mapped cache of decoded videos.
+- :mod:`~lightning_selrel.data.cache`: a cache of decoded videos (JPEG frames or memory-mapped uint8).
 
 Nothing here imports the models, explanations or the monitor.
 """

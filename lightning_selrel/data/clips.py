@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lightning_selrel.data.cache import read_frames
 from lightning_selrel.data.frames import VideoDecodeError, centre_crop_box, decode_video, decode_window, loop_indices
 
 __all__ = ["UCF101Clips", "Video"]
@@ -37,7 +38,8 @@ class Video:
         path: The video file.
         label: 0-indexed class.
         frames: Frame count (exact with a cache; the container's claim without one).
-        cache: Its cached frames (T, H, W, 3) ``.npy``, or None to decode the file.
+        cache: The data file of its cache entry (``.jpegs`` or ``.npy``: :mod:`lightning_selrel.data.cache`), or
+            None to decode the file.
     """
 
     path: Path
@@ -118,9 +120,8 @@ class UCF101Clips(Dataset):
         ids = self.frame_ids(self._frames.get(index, video.frames), clip)
         top, left, flip = self.crop_box()
         rows, cols = slice(top, top + self.crop), slice(left, left + self.crop)
-        if video.cache is not None:
-            frames = np.load(video.cache, mmap_mode="r")  # (T_video, H, W, 3), read lazily
-            clip_frames = frames[ids, rows, cols]  # reads only the window's frames
+        if video.cache is not None:  # reads (and, for JPEG, decodes) only the window's frames
+            clip_frames = read_frames(video.cache, ids, (rows, cols))
         else:
             first, count = int(ids.min()), int(ids.max()) + 1 - int(ids.min())
             frames = decode_window(video.path, first, count, self.resize)  # (<= count, H, W, 3)

@@ -20,12 +20,13 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader
 
 from lightning_selrel._lightning import MisconfigurationException, pl, rank_zero_info, rank_zero_warn
-from lightning_selrel.data.cache import build_cache, cache_entry
+from lightning_selrel.data.cache import DEFAULT_JPEG_QUALITY, build_cache, cache_entry, check_format, choose_format
 from lightning_selrel.data.clips import UCF101Clips, Video
 from lightning_selrel.data.frames import C3D_CROP, C3D_RESIZE, VIDEO_EXTENSIONS, VideoDecodeError, probe_video
 
@@ -114,6 +115,8 @@ class VideoDataModule(pl.LightningDataModule):
         seed: int | None,
         pin_memory: bool | None = None,
         prepare_data_per_node: bool = True,
+        cache_format: Literal["jpeg", "npy"] | None = None,
+        cache_quality: int = DEFAULT_JPEG_QUALITY,
     ) -> None:
         resize = (int(resize[0]), int(resize[1]))
         if min(clip_len, crop, batch_size, clips_per_video) < 1 or num_workers < 0:
@@ -127,6 +130,9 @@ class VideoDataModule(pl.LightningDataModule):
         self.clip_len, self.resize, self.crop = int(clip_len), resize, int(crop)
         self.batch_size, self.num_workers, self.clips_per_video = batch_size, num_workers, clips_per_video
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+        check_format(cache_format or "jpeg", cache_quality)
+        self.cache_format, self.cache_quality = cache_format, cache_quality
+        self._format: str | None = None  # the format in use, chosen at the first use of the cache
         self.seed = seed
         self.pin_memory = pin_memory
         self.prepare_data_per_node = bool(prepare_data_per_node)  # Lightning's switch: False = global rank 0 only
@@ -166,7 +172,13 @@ class VideoDataModule(pl.LightningDataModule):
         files = {path for which in lists for _, _, path in self._entries(which) if path is not None}
         rank_zero_info(f"{self.dataset_name} cache {self.cache_dir}: checking {len(files)} videos")
         summary = build_cache(
-            self.root, self.cache_dir, self.resize, sorted(files), workers=self._threads(), progress=True
+            self.root,
+            self.cache_dir,
+            self.resize,
+            sorted(files),
+            workers=self._threads(),
+            progress=True,
+            **self._cache_options(),
         )
         damaged = f", {len(summary.damaged)} of them damaged in the cache" if summary.damaged else ""
         rank_zero_info(
@@ -174,13 +186,26 @@ class VideoDataModule(pl.LightningDataModule):
             f"reused, {len(summary.failed)} unreadable"
         )
 
+    def _cache_options(self) -> dict:
+        """``format`` and ``quality`` of the cache, the format chosen once (see ``cache_format``)."""
+        if self._format is None:
+            self._format = self.cache_format or choose_format(self.cache_dir, self.resize, self.cache_quality)
+            if self.cache_format is None and self._format == "npy":
+                rank_zero_info(
+                    f"{self.dataset_name} cache {self.cache_dir}: using the raw (npy) cache it holds; "
+                    "cache_format='jpeg' builds the compact one (8-12x smaller)"
+                )
+        return {"format": self._format, "quality": self.cache_quality}
+
     def _threads(self) -> int:
         return max(1, min(self.num_workers, os.cpu_count() or 1))
 
     def _frame_counts(self, files: list[Path]) -> dict[Path, int | str]:
         """Frame count, or the reason it is unusable, of each file: from the cache or a cheap probe."""
         if self.cache_dir is not None:
-            summary = build_cache(self.root, self.cache_dir, self.resize, files, workers=self._threads())
+            summary = build_cache(
+                self.root, self.cache_dir, self.resize, files, workers=self._threads(), **self._cache_options()
+            )
             counts: dict[Path, int | str] = {Path(p): n for p, n in summary.frames.items()}
             counts.update({Path(p): reason for p, reason in summary.failed.items()})
             return counts
@@ -222,7 +247,10 @@ class VideoDataModule(pl.LightningDataModule):
                 continue
             cache = None
             if self.cache_dir is not None:
-                cache = cache_entry(self.cache_dir, path.relative_to(self.root), self.resize).array
+                options = self._cache_options()
+                cache = cache_entry(
+                    self.cache_dir, path.relative_to(self.root), self.resize, options["format"], options["quality"]
+                ).array
             videos.append(Video(path=path, label=label, frames=count, cache=cache))
         for number, (path, reason) in enumerate(sorted(skipped.items())):
             if path in self.skipped:
@@ -323,6 +351,10 @@ class VideoListDataModule(VideoDataModule):
         pin_memory: Page-locked batches for a faster copy to the GPU (default: on when CUDA is available).
         prepare_data_per_node: Build the cache once per node (Lightning's default); False builds it on global rank
             0 alone, for nodes that share one file system (they would otherwise decode the same videos).
+        cache_format: ``"jpeg"`` (compact: 8-12x smaller) or ``"npy"`` (raw, memory-mapped: fastest when the cache
+            fits in memory); see :mod:`lightning_selrel.data.cache`. Default: ``"jpeg"``, unless ``cache_dir``
+            already holds a raw cache of these frames and no JPEG one.
+        cache_quality: JPEG quality of the ``"jpeg"`` cache (1-100).
 
     Raises:
         FileNotFoundError: If ``root``, a list or the class names file is missing.
@@ -349,6 +381,8 @@ class VideoListDataModule(VideoDataModule):
         seed: int | None = None,
         pin_memory: bool | None = None,
         prepare_data_per_node: bool = True,
+        cache_format: Literal["jpeg", "npy"] | None = None,
+        cache_quality: int = DEFAULT_JPEG_QUALITY,
     ) -> None:
         super().__init__()
         self._configure(
@@ -363,6 +397,8 @@ class VideoListDataModule(VideoDataModule):
             seed,
             pin_memory,
             prepare_data_per_node,
+            cache_format,
+            cache_quality,
         )
         self.save_hyperparameters()
         if not self.root.is_dir():

@@ -168,6 +168,17 @@ ROWS = [
         "--workers",
     ),
     (
+        "fit: a cache format that does not exist",
+        lambda i, w: ["fit", *_ucf(i.tree, i.tree.annotations), f"--data.cache_dir={w / 'cache'}"]
+        + ["--data.cache_format=png"],
+        "--data.init_args.cache_format=png: expected one of 'jpeg', 'npy'",
+    ),
+    (
+        "cache: --shard out of range",
+        lambda i, w: ["cache", "--root", str(i.tree.root), "--cache-dir", str(w / "cache"), "--shard", "4/4"],
+        "--shard 4/4: expected K/N with 0 <= K < N",
+    ),
+    (
         "cache: --root missing",
         lambda i, w: ["cache", "--root", str(w / "nowhere"), "--cache-dir", str(w / "cache")],
         "nowhere",

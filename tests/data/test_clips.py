@@ -17,6 +17,7 @@ from ucf_fixture import (
     write_ucf_tree,
 )
 
+from lightning_selrel.data.cache import read_frames
 from lightning_selrel.data.clips import UCF101Clips
 from lightning_selrel.data.frames import decode_video
 
@@ -62,7 +63,7 @@ def test_train_transforms_crop_inside_the_frame_and_flip(tmp_path):
     tree = write_ucf_tree(tmp_path, frames=20)
     dm = quiet_setup(make_dm(tree.root, cache_dir=str(tmp_path / "cache")))
     dataset = dm.train_dataloader().dataset
-    full = np.load(dataset.videos[0].cache)  # (T, H, W, 3)
+    full = read_frames(dataset.videos[0].cache, np.arange(20))  # (T, H, W, 3): the JPEG cache's frames
     assert full.shape == (20, *RESIZE, 3)
 
     def window(t: int, y: int, x: int, flip: bool) -> np.ndarray:

@@ -87,4 +87,4 @@ def test_fit_fast_dev_run_with_the_ucf101_preset(ucf_tree, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cli.main(args)
-    assert (tmp_path / "cache" / "20x24").is_dir()
+    assert (tmp_path / "cache" / "20x24-jpeg90").is_dir()  # the default format

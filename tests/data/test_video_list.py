@@ -97,7 +97,7 @@ def test_without_class_names_the_labels_name_the_classes(kinetics):
 
 def test_the_cache_gives_the_same_clips(kinetics, tmp_path):
     plain = _module(kinetics)
-    cached = _module(kinetics, cache_dir=str(tmp_path / "cache"))
+    cached = _module(kinetics, cache_dir=str(tmp_path / "cache"), cache_format="npy")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cached.prepare_data()

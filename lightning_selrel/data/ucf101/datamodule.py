@@ -28,7 +28,9 @@ split files. Build the frame cache outside training with
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
+from lightning_selrel.data.cache import DEFAULT_JPEG_QUALITY
 from lightning_selrel.data.clips import UCF101Clips, Video
 from lightning_selrel.data.frames import C3D_CROP, C3D_RESIZE
 from lightning_selrel.data.ucf101.splits import LAYOUT, FolderIndex, read_class_index, read_split
@@ -61,6 +63,10 @@ class UCF101DataModule(VideoDataModule):
         pin_memory: Page-locked batches for a faster copy to the GPU (default: on when CUDA is available).
         prepare_data_per_node: Build the cache once per node (default); False: on global rank 0 alone, for nodes
             that share one file system.
+        cache_format: ``"jpeg"`` (compact: 8-12x smaller) or ``"npy"`` (raw, memory-mapped: fastest when the cache
+            fits in memory); see :mod:`lightning_selrel.data.cache`. Default: ``"jpeg"``, unless ``cache_dir``
+            already holds a raw cache of these frames and no JPEG one.
+        cache_quality: JPEG quality of the ``"jpeg"`` cache (1-100).
 
     Raises:
         FileNotFoundError: If ``root``, the annotation folder or a split file is missing.
@@ -85,6 +91,8 @@ class UCF101DataModule(VideoDataModule):
         seed: int | None = None,
         pin_memory: bool | None = None,
         prepare_data_per_node: bool = True,
+        cache_format: Literal["jpeg", "npy"] | None = None,
+        cache_quality: int = DEFAULT_JPEG_QUALITY,
     ) -> None:
         super().__init__()
         if split not in (1, 2, 3):
@@ -101,6 +109,8 @@ class UCF101DataModule(VideoDataModule):
             seed,
             pin_memory,
             prepare_data_per_node,
+            cache_format,
+            cache_quality,
         )
         self.save_hyperparameters()
         if not self.root.is_dir():
