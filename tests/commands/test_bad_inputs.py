@@ -169,8 +169,9 @@ ROWS = [
     ),
     (
         "fit: a cache format that does not exist",
-        lambda i, w: ["fit", *_ucf(i.tree, i.tree.annotations), f"--data.cache_dir={w / 'cache'}"]
-        + ["--data.cache_format=png"],
+        lambda i, w: (
+            ["fit", *_ucf(i.tree, i.tree.annotations), f"--data.cache_dir={w / 'cache'}"] + ["--data.cache_format=png"]
+        ),
         "--data.init_args.cache_format=png: expected one of 'jpeg', 'npy'",
     ),
     (
