@@ -66,6 +66,34 @@ def test_speed_clips_leave_out_windows_that_do_not_move():
     assert cal.motion_energy(torch.zeros(3, 1, 4, 4)) == 0.0
 
 
+class _Counted(_LongClips):
+    """:class:`_LongClips` that counts its reads."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __getitem__(self, index: int):
+        self.reads += 1
+        return super().__getitem__(index)
+
+
+def test_an_evaluation_pass_reads_each_long_clip_once():
+    """The normal and the fast item of a pair come from one long clip: an evaluation loader reads it once, not
+    twice (training draws a new window at every access, so it reads it for each item)."""
+    long_clips = _Counted()
+    evaluation = cal.SpeedClips(long_clips, clip_len=8, min_motion=0)
+    loader = torch.utils.data.DataLoader(evaluation, batch_size=2, shuffle=False)
+    first = torch.cat([clips for clips, _ in loader])
+    assert long_clips.reads == 2 and len(first) == 4
+    second = torch.cat([clips for clips, _ in loader])
+    assert long_clips.reads == 4 and torch.equal(first, second)
+    assert torch.equal(first[3], evaluation._pair(1)[1])  # the memo gives what reading again gives
+    training = cal.SpeedClips(long_clips, clip_len=8, min_motion=0, train=True)
+    before = long_clips.reads
+    training[2], training[3]
+    assert long_clips.reads == before + 2
+
+
 def _per_clip(motion: float, static: float, clips: int = 8) -> tuple[dict, dict]:
     """Per-clip spatial bias of both references at dtd/std/4: a shared per-clip level (the clip decides most of
     the value) plus each reference's own offset and a small paired noise; mad has no spread and a missing clip."""

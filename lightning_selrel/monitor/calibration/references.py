@@ -100,6 +100,9 @@ class SpeedClips(Dataset):
         size = len(long_clips)  # type: ignore[arg-type]
         self.kept = list(range(size))
         self.still = 0
+        # evaluation's last pair: items 2 i and 2 i + 1 come from one long clip, read in order by an evaluation
+        # loader, so each long clip is read once per pass, not once per item (training draws anew at every access)
+        self._last: tuple[int, tuple[Tensor, Tensor]] | None = None
         if not self.train and self.min_motion > 0:
             self.kept = [i for i in range(size) if self._moves(*self._pair(i))]
             self.still = size - len(self.kept)
@@ -122,7 +125,11 @@ class SpeedClips(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         position, label = self.kept[index // 2], index % 2
-        if not self.train or self.min_motion <= 0:
+        if not self.train:
+            if self._last is None or self._last[0] != position:
+                self._last = (position, self._pair(position))
+            return self._last[1][label].clone(), label  # a copy: the pair's two items share frames
+        if self.min_motion <= 0:
             return self._pair(position)[label], label
         size = len(self.kept)
         pair = None
