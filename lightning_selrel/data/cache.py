@@ -189,6 +189,8 @@ def _jpeg_index(handle) -> tuple[int, int, int, np.ndarray, int]:
     magic, frames, height, width = _HEAD.unpack(head)
     if magic != _MAGIC:
         raise ValueError("it does not start as a .jpegs file")
+    if 8 * (frames + 1) > os.fstat(handle.fileno()).st_size - _HEAD.size:  # never read what the file cannot hold
+        raise ValueError("its frame index is cut short")
     raw = handle.read(8 * (frames + 1))
     if len(raw) != 8 * (frames + 1):
         raise ValueError("its frame index is cut short")

@@ -279,6 +279,10 @@ def test_a_damaged_jpeg_entry_is_found_decoded_again_and_never_read_as_frames(tm
     header.array.write_bytes(b"RIFF" + good[header][4:])  # not a .jpegs file any more
     with pytest.raises(ValueError, match="does not start as a .jpegs file; rebuild it with `cache --verify`"):
         read_frames(header.array, [0])
+    huge = tmp_path / "huge.jpegs"  # a header claiming four billion frames is refused, not read
+    huge.write_bytes(b"SRJPEG01" + (2**32 - 1).to_bytes(4, "little") + bytes(8) + bytes(64))
+    with pytest.raises(ValueError, match="its frame index is cut short"):
+        read_frames(huge, [0])
     data = bytearray(good[scribbled])
     data[-600:-100] = os.urandom(500)  # same size, inside the last frames' JPEG data
     scribbled.array.write_bytes(bytes(data))
