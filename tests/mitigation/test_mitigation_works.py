@@ -7,7 +7,10 @@ frozen-clip accuracy at 1.0: README, "Fixing static bias"): the mitigated model 
 cue-conflict clips, is wrong on more frozen clips and loses more confidence when a clip is frozen, while val/acc
 stays within 0.05 of the unmitigated model's. The numbers are ``benchmarks/bench_mitigation.py --optimizer sgd``'s
 (``none`` and ``stillmix_all``, camera 0): conflict share 0.122 -> 0.476, frozen accuracy 1.000 -> 0.750, val/acc
-1.000 -> 0.969.
+1.000 -> 0.969 at seed 0, the seed of this test. At seeds 1 and 2 (``--seed``) the direction holds and the size does
+not: 0.008 -> 0.095 and 0.000 -> 0.088, frozen accuracy 1.000 -> 0.969, val/acc 0.973 and 1.000. So the test asks
+for the direction with a margin every measured seed clears (+0.05), not seed 0's size: a float-level difference of
+another machine changes the trajectory (README).
 """
 
 from __future__ import annotations
@@ -57,6 +60,6 @@ def test_stillmix_makes_the_model_follow_the_motion_at_about_the_same_accuracy(t
     mixed = _fit(tmp_path / "stillmix", StaticBiasMitigation(method="stillmix", p=1.0, seed=0))
     share, reliance, frozen = (tags.behaviour_tag(n) for n in ("conflict_motion_share", "reliance", "acc_frozen"))
     summary = {k: (round(plain[k], 3), round(mixed[k], 3)) for k in (share, reliance, frozen, "val/acc")}
-    assert mixed[share] >= plain[share] + 0.2, summary
+    assert mixed[share] >= plain[share] + 0.05, summary
     assert mixed[frozen] < plain[frozen] and mixed[reliance] > plain[reliance], summary
     assert mixed["val/acc"] >= plain["val/acc"] - 0.05, summary
