@@ -16,13 +16,14 @@ The ``.jpegs`` file: ``SRJPEG01`` (8 bytes), then frame count, height and width 
 then T + 1 little-endian uint64 offsets of the frames in the data that follows (the last one is the data's size),
 then the JPEG data. It is data only: nothing in it is executed.
 
-Layout: ``cache_dir/<H>x<W>/<relative path of the video>.npy`` (``"npy"``, the layout of caches written before
-formats existed) or ``cache_dir/<H>x<W>-jpeg<quality>/<relative path>.jpegs``, each with a sidecar ``.json``
-holding the key (relative path, size and ``mtime_ns`` of the source, resize) and the frame count. An entry is
-valid only when its sidecar matches the source file as it is now, so a changed video is decoded
-again. Both files are written to a temporary name and moved into place with :func:`os.replace`, the
-sidecar last: an interrupted build leaves no entry that looks valid. A video that cannot be decoded
-gets a sidecar with ``frames: 0`` and its error, so later runs skip it without decoding it again.
+Layout: ``cache_dir/<H>x<W>/<relative path of the video, its extension replaced>.npy`` (``"npy"``, the layout of
+caches written before formats existed) or ``cache_dir/<H>x<W>-jpeg<quality>/<relative path>.jpegs`` (the video's
+whole name kept, so that ``clip.mp4`` and ``clip.webm`` in one folder do not share an entry), each with a sidecar
+``.json`` holding the key (relative path, size and ``mtime_ns`` of the source, resize) and the frame count. An entry
+is valid only when its sidecar matches the source file as it is now, so a changed video is decoded again. Both files
+are written to a temporary name and moved into place with :func:`os.replace`, the sidecar last: an interrupted build
+leaves no entry that looks valid. A video that cannot be decoded gets a sidecar with ``frames: 0`` and its error, so
+later runs skip it without decoding it again.
 
 The sidecar is checked against the data, not only the source: an entry whose header or size does not match the
 frame count and size the sidecar records (a truncated copy, an overwritten header) is damaged, and is decoded
@@ -149,8 +150,10 @@ def cache_entry(
     (``quality``: the JPEG quality of the ``"jpeg"`` format)."""
     check_format(format, quality)
     base = Path(cache_dir) / _folder(resize, format, quality) / Path(relative)
-    suffix = ".jpegs" if format == "jpeg" else ".npy"
-    return CacheEntry(array=base.with_suffix(suffix), sidecar=base.with_suffix(".json"))
+    if format == "npy":  # the names raw caches had before formats existed (the video's extension replaced)
+        return CacheEntry(array=base.with_suffix(".npy"), sidecar=base.with_suffix(".json"))
+    # the video's whole name kept: clip.mp4 and clip.webm side by side get entries of their own
+    return CacheEntry(array=base.with_name(base.name + ".jpegs"), sidecar=base.with_name(base.name + ".json"))
 
 
 def choose_format(cache_dir: str | os.PathLike, resize: Sequence[int], quality: int = DEFAULT_JPEG_QUALITY) -> str:
@@ -433,7 +436,8 @@ def build_cache(
 
     Raises:
         FileNotFoundError: If ``root`` is not a folder.
-        ValueError: If ``format``, ``quality`` or ``shard`` cannot be used.
+        ValueError: If ``format``, ``quality`` or ``shard`` cannot be used, or two videos would share an ``npy``
+            entry (their names differ only by extension).
     """
     root = Path(root)
     if not root.is_dir():
@@ -446,6 +450,16 @@ def build_cache(
         sources = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
     else:
         sources = sorted(root / Path(video) for video in videos)  # an absolute path stays absolute
+    if format == "npy":  # raw entries drop the video's extension: clip.avi and clip.mp4 would share one
+        seen: dict[Path, Path] = {}
+        for source in sources:
+            array = cache_entry(cache_dir, source.relative_to(root), resize, format, quality).array
+            if array in seen:
+                raise ValueError(
+                    f"{seen[array]} and {source} would share the raw cache entry {array} (the npy format names "
+                    "entries without the video's extension); use the jpeg format, which keeps the whole name"
+                )
+            seen[array] = source
     sources = sources[index::count]
     workers = workers or min(8, os.cpu_count() or 1)
     summary = CacheSummary()

@@ -65,7 +65,7 @@ def test_a_jpeg_entry_holds_the_round_trip_of_every_frame_and_reads_any_window(t
     assert (summary.built, len(summary.failed)) == (9, 1)
     name = Path("YoYo/v_YoYo_g01_c01.avi")
     entry = cache_entry(cache, name, RESIZE)
-    assert entry.format == "jpeg" and entry.array == cache / "20x24-jpeg90" / "YoYo" / "v_YoYo_g01_c01.jpegs"
+    assert entry.format == "jpeg" and entry.array == cache / "20x24-jpeg90" / "YoYo" / "v_YoYo_g01_c01.avi.jpegs"
     expected = jpeg_round_trip(decode_video(tree.root / name, RESIZE))
     everything = read_frames(entry.array, np.arange(len(expected)))
     np.testing.assert_array_equal(everything, expected)
@@ -74,6 +74,25 @@ def test_a_jpeg_entry_holds_the_round_trip_of_every_frame_and_reads_any_window(t
     np.testing.assert_array_equal(read_frames(entry.array, ids, (rows, cols)), expected[ids, rows, cols])
     with pytest.raises(ValueError, match="has 24 frames; frames 0..24 asked for"):
         read_frames(entry.array, [0, 24])
+
+
+def test_videos_that_differ_only_by_extension_get_entries_of_their_own(tmp_path):
+    """Kinetics-style folders can hold clip.mp4 beside clip.webm: JPEG entries keep the video's whole name."""
+    root = tmp_path / "videos" / "a_class"
+    root.mkdir(parents=True)
+    write_video(root / "clip.avi", noise_video(12, (32, 40), seed=1))
+    write_video(root / "clip.mkv", noise_video(12, (32, 40), seed=2))  # an AVI by content: FFmpeg probes it
+    cache = tmp_path / "cache"
+    assert build_cache(tmp_path / "videos", cache, RESIZE, workers=1).built == 2
+    entries = [cache_entry(cache, Path("a_class") / name, RESIZE) for name in ("clip.avi", "clip.mkv")]
+    assert entries[0].array != entries[1].array and all(e.array.is_file() for e in entries)
+    for entry, name in zip(entries, ("clip.avi", "clip.mkv"), strict=True):
+        expected = jpeg_round_trip(decode_video(root / name, RESIZE))
+        np.testing.assert_array_equal(read_frames(entry.array, np.arange(12)), expected)
+    assert build_cache(tmp_path / "videos", cache, RESIZE, workers=1).reused == 2  # no entry overwrote the other
+    with pytest.raises(ValueError, match="would share the raw cache entry .*use the jpeg format"):
+        build_cache(tmp_path / "videos", cache, RESIZE, format="npy", workers=1)
+    assert not (cache / "20x24").exists()  # refused before anything is written
 
 
 def test_the_jpeg_cache_gives_the_clips_of_its_frames(ucf_tree, tmp_path):
@@ -197,7 +216,7 @@ def test_cache_command_line(tmp_path, capsys):
     )
     main(args)
     assert "0 videos decoded (0 of them damaged in the cache), 9 already cached" in capsys.readouterr().out
-    assert (tmp_path / "cache" / "20x24-jpeg90" / "YoYo" / "v_YoYo_g01_c01.jpegs").is_file()
+    assert (tmp_path / "cache" / "20x24-jpeg90" / "YoYo" / "v_YoYo_g01_c01.avi.jpegs").is_file()
     assert main([*args, "--format", "npy"]) == 0
     assert "npy cache: 9 videos decoded" in capsys.readouterr().out
     assert (tmp_path / "cache" / "20x24" / "YoYo" / "v_YoYo_g01_c01.npy").is_file()
