@@ -105,17 +105,21 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m lightning_sel
             f"{args.cache_dir} holds a raw (npy) cache of these frames: completing it (--format jpeg: the compact one)"
         )
     shard = _shard(args.shard)
-    summary = build_cache(
-        args.root,
-        args.cache_dir,
-        args.resize,
-        format=format,
-        quality=args.quality,
-        shard=shard,
-        workers=args.workers,
-        progress=True,
-        verify=args.verify,
-    )
+    try:
+        summary = build_cache(
+            args.root,
+            args.cache_dir,
+            args.resize,
+            format=format,
+            quality=args.quality,
+            shard=shard,
+            workers=args.workers,
+            progress=True,
+            verify=args.verify,
+        )
+    except ValueError as error:  # found before anything is written (two videos sharing a raw entry)
+        print(f"cache: error: {error}", file=sys.stderr)
+        return 2
     where = f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""
     print(
         f"{format} cache{where}: {summary.built} videos decoded ({len(summary.damaged)} of them damaged in the "

@@ -76,7 +76,7 @@ def test_a_jpeg_entry_holds_the_round_trip_of_every_frame_and_reads_any_window(t
         read_frames(entry.array, [0, 24])
 
 
-def test_videos_that_differ_only_by_extension_get_entries_of_their_own(tmp_path):
+def test_videos_that_differ_only_by_extension_get_entries_of_their_own(tmp_path, capsys):
     """Kinetics-style folders can hold clip.mp4 beside clip.webm: JPEG entries keep the video's whole name."""
     root = tmp_path / "videos" / "a_class"
     root.mkdir(parents=True)
@@ -92,6 +92,10 @@ def test_videos_that_differ_only_by_extension_get_entries_of_their_own(tmp_path)
     assert build_cache(tmp_path / "videos", cache, RESIZE, workers=1).reused == 2  # no entry overwrote the other
     with pytest.raises(ValueError, match="would share the raw cache entry .*use the jpeg format"):
         build_cache(tmp_path / "videos", cache, RESIZE, format="npy", workers=1)
+    args = ["--root", str(tmp_path / "videos"), "--cache-dir", str(cache), "--resize", "20", "24", "--format", "npy"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cache: error: ") and err.count("\n") == 1 and "clip.mkv would share" in err, err
     assert not (cache / "20x24").exists()  # refused before anything is written
 
 
