@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_selrel._lightning import pl
 from lightning_selrel.data.conflict import ConflictClips
+from lightning_selrel.data.loaders import clip_loader
 
 __all__ = ["Cue", "MotionContextDataset", "MotionContextDataModule", "ClipParams"]
 
@@ -416,13 +417,7 @@ class MotionContextDataModule(pl.LightningDataModule):
         return ConflictClips((self.val_set if stage == "val" else self.test_set).like(cue="conflict"))
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return clip_loader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -22,13 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
-import torch
 from torch.utils.data import DataLoader
 
 from lightning_selrel._lightning import MisconfigurationException, pl, rank_zero_info, rank_zero_warn
 from lightning_selrel.data.cache import DEFAULT_JPEG_QUALITY, build_cache, cache_entry, check_format, choose_format
 from lightning_selrel.data.clips import UCF101Clips, Video
 from lightning_selrel.data.frames import C3D_CROP, C3D_RESIZE, VIDEO_EXTENSIONS, VideoDecodeError, probe_video
+from lightning_selrel.data.loaders import clip_loader
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoDataModule", "VideoListDataModule", "read_class_names", "read_video_list"]
 
@@ -306,16 +306,13 @@ class VideoDataModule(pl.LightningDataModule):
         return self._dataset("train" if train else "val", train=train, clip_len=factor * self.clip_len)
 
     def _loader(self, dataset: UCF101Clips, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle and self.seed is not None else None
-        pin = torch.cuda.is_available() if self.pin_memory is None else bool(self.pin_memory)
-        return DataLoader(
+        return clip_loader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            generator=generator,
-            pin_memory=pin,
+            seed=self.seed,
+            pin_memory=self.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader:
