@@ -175,6 +175,18 @@ ROWS = [
         "--data.init_args.cache_format=png: expected one of 'jpeg', 'npy'",
     ),
     (
+        "fit: a JPEG quality out of range",
+        lambda i, w: (
+            ["fit", *_ucf(i.tree, i.tree.annotations), f"--data.cache_dir={w / 'cache'}"] + ["--data.cache_quality=0"]
+        ),
+        "JPEG quality 0 must be an integer from 1 to 100",
+    ),
+    (
+        "cache: --quality out of range",
+        lambda i, w: ["cache", "--root", str(i.tree.root), "--cache-dir", str(w / "cache"), "--quality", "0"],
+        "--quality 0: must be from 1 to 100",
+    ),
+    (
         "cache: --shard out of range",
         lambda i, w: ["cache", "--root", str(i.tree.root), "--cache-dir", str(w / "cache"), "--shard", "4/4"],
         "--shard 4/4: expected K/N with 0 <= K < N",
