@@ -238,6 +238,7 @@ class VideoDataModule(pl.LightningDataModule):
                 skipped[str(self.root / rel)] = f"listed in {self._list_name(which)} but not found"
         counts = self._shared_frame_counts([path for _, _, path in entries if path is not None])
         videos = []
+        options = self._cache_options() if self.cache_dir is not None else None
         for _, label, path in entries:
             if path is None:
                 continue
@@ -246,8 +247,7 @@ class VideoDataModule(pl.LightningDataModule):
                 skipped[str(path)] = count
                 continue
             cache = None
-            if self.cache_dir is not None:
-                options = self._cache_options()
+            if options is not None:
                 cache = cache_entry(
                     self.cache_dir, path.relative_to(self.root), self.resize, options["format"], options["quality"]
                 ).array
