@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -95,6 +96,14 @@ def build_parser(prog: str = "python -m lightning_selrel calibrate") -> argparse
         f"for it to take part in the speed task: still windows cannot tell speeds apart (default {cal.MIN_MOTION:g}; "
         "0 keeps every window)",
     )
+    parser.add_argument(
+        "--min-probe-motion",
+        type=float,
+        default=cal.MIN_PROBE_MOTION,
+        help="grey levels of mean absolute frame difference below which a probe clip counts as still and is replaced "
+        "by another: on a still shot a motion model has no motion to use, and the references' spatial bias there "
+        f"says nothing about moving clips (default {cal.MIN_PROBE_MOTION:g}; 0 keeps every clip)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe draw and of the subsets (default 0)")
     parser.add_argument("--accelerator", default="auto", help="training accelerator (default auto)")
     return parser
@@ -112,6 +121,8 @@ def _check(args: argparse.Namespace) -> list[str]:
         raise cal.CalibrationError(f"--probe-clips {args.probe_clips}: at least 3 are needed for a spread over clips")
     if not args.min_motion >= 0:
         raise cal.CalibrationError(f"--min-motion {args.min_motion}: must be >= 0")
+    if not args.min_probe_motion >= 0:
+        raise cal.CalibrationError(f"--min-probe-motion {args.min_probe_motion}: must be >= 0")
     if not args.min_separation > 0:
         raise cal.CalibrationError(f"--min-separation {args.min_separation}: must be positive")
     if any(not (math.isfinite(n) and n >= 0) for n in args.n_std_grid):
@@ -275,7 +286,7 @@ def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
         f"explaining as the {'configured' if monitor.configured else 'default'} monitor does: signed={monitor.signed}, "
         f"target={monitor.target}, gradcam_layer={monitor.gradcam_layer or 'the model default'}"
     )
-    indices, kept_apart = _probe_indices(val_set, args, monitor)
+    indices, kept_apart, still = _probe_indices(val_set, args, monitor)
     items = [val_set[i] for i in indices]
     probe_clips = torch.stack([torch.as_tensor(item[0]) for item in items])  # (N, 3, T, H, W)
     probe_labels = torch.tensor([int(item[1]) for item in items])
@@ -303,6 +314,8 @@ def run(args: argparse.Namespace, fit_args: Sequence[str]) -> int:
             "seed": args.seed,
             "indices": indices,
             "kept_apart_from": kept_apart,
+            "min_probe_motion": float(args.min_probe_motion),
+            "still_left_out": still,
             "halves": "even positions choose the setting, odd positions measure it",
         },
         settings=settings,
@@ -337,9 +350,12 @@ def _monitor_of(trainer: Any) -> _MonitorOptions:
     return _MonitorOptions(found[0] if found else None)
 
 
-def _probe_indices(val_set: Any, args: argparse.Namespace, monitor: _MonitorOptions) -> tuple[list[int], list[int]]:
+def _probe_indices(
+    val_set: Any, args: argparse.Namespace, monitor: _MonitorOptions
+) -> tuple[list[int], list[int], list[int]]:
     """The calibration's probe clips, drawn from the validation clips the monitor does not explain (so that the
-    monitor's numbers are not read on the clips that made the scale), and the monitor's clips kept apart."""
+    monitor's numbers are not read on the clips that made the scale) and moving (:func:`~cal.moves`), the
+    monitor's clips kept apart, and the still clips drawn and left out."""
     size = len(val_set)
     labels = dataset_labels(val_set) if monitor.per_class is not None else None
     with warnings.catch_warnings():
@@ -352,13 +368,45 @@ def _probe_indices(val_set: Any, args: argparse.Namespace, monitor: _MonitorOpti
             f"only {len(rest)} validation clips are not the monitor's {len(theirs)}: the probe clips overlap the "
             "monitor's (recorded in calibration.json); a larger validation set keeps them apart"
         )
-        return choose_indices(size, args.probe_clips, args.seed, owner="calibrate"), []
-    if len(rest) < args.probe_clips:
+        rest, theirs = list(range(size)), []
+    elif len(rest) < args.probe_clips:
         _say(
-            f"{len(rest)} validation clips are not the monitor's: the probe set has {len(rest)}, not {args.probe_clips}"
+            f"{len(rest)} validation clips are not the monitor's: the probe set has at most {len(rest)}, not "
+            f"{args.probe_clips}"
         )
-    drawn = choose_indices(len(rest), args.probe_clips, args.seed, owner="calibrate")
-    return [rest[i] for i in drawn], theirs
+    drawn = [rest[i] for i in choose_indices(len(rest), args.probe_clips, args.seed, owner="calibrate")]
+    kept, still = _moving(val_set, drawn, args.min_probe_motion)
+    if still:  # replaced by moving clips of the rest, in a seeded order, as far as there are any
+        chosen = set(drawn)
+        others = [i for i in rest if i not in chosen]
+        order = np.random.default_rng([args.seed, 1]).permutation(len(others))[: 4 * args.probe_clips]
+        queue = [others[i] for i in order]  # at most 4 x --probe-clips more clips decoded, however still the data
+        while len(kept) < len(drawn) and queue:
+            batch, queue = queue[: len(drawn) - len(kept)], queue[len(drawn) - len(kept) :]
+            more, less = _moving(val_set, batch, args.min_probe_motion)
+            kept, still = kept + more, still + less
+        _say(
+            f"{len(still)} of the validation clips looked at hardly move (mean frame difference below "
+            f"{args.min_probe_motion:g} grey levels, --min-probe-motion): left out of the probe set, which has "
+            f"{len(kept)} clips"
+        )
+    if len(kept) < 3:
+        raise cal.CalibrationError(
+            f"only {len(kept)} of the validation clips looked at move (mean frame difference at least "
+            f"{args.min_probe_motion:g} grey levels): spatial bias cannot be calibrated on still clips; use videos "
+            "with motion, or lower --min-probe-motion (pixels are read in 0-255)"
+        )
+    return sorted(kept), theirs, sorted(still)
+
+
+def _moving(val_set: Any, indices: Sequence[int], minimum: float) -> tuple[list[int], list[int]]:
+    """``indices`` split into the clips that move and those that do not (:func:`~cal.moves`)."""
+    if minimum <= 0:
+        return list(indices), []
+    flags = [cal.moves(torch.as_tensor(val_set[i][0]), minimum) for i in indices]
+    return [i for i, f in zip(indices, flags, strict=True) if f], [
+        i for i, f in zip(indices, flags, strict=True) if not f
+    ]
 
 
 def _report(result: Any, out: str, started: float) -> None:

@@ -55,6 +55,7 @@ from lightning_selrel.monitor.calibration import (
     Calibration,
     CalibrationError,
     load_calibration,
+    moves,
 )
 from lightning_selrel.monitor.conflict import ConflictProbe, conflict_source
 from lightning_selrel.monitor.probe_set import ProbeSet, choose_indices, dataset_labels, load_probe, stage_dataset
@@ -290,6 +291,14 @@ class SelectiveRelevanceMonitor(Callback):
                 f"SelectiveRelevanceMonitor: spatial bias of {', '.join(calibrated)} calibrated with "
                 f"{self.calibration_path} at n_std={self.n_std:g}, threshold={self.threshold} (0 = its motion "
                 "reference, 1 = its static reference)"
+            )
+        minimum = self.calibration.probe.get("min_probe_motion") or 0.0
+        still = sum(not moves(clip, minimum) for clip in probe.clips) if calibrated and minimum > 0 else 0
+        if still:  # the scale was measured on moving clips only
+            rank_zero_warn(
+                f"SelectiveRelevanceMonitor: {still} of this rank's {len(probe.clips)} probe clips hardly move (mean "
+                f"frame difference below {minimum:g} grey levels); {self.calibration_path} was measured on moving "
+                "clips only, so the calibrated value of a mean that includes them is less certain"
             )
         for method, reason in self.uncalibrated.items():
             rank_zero_warn(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 
 import pytest
+import torch
 
 from lightning_selrel import MotionContextDataModule
-from lightning_selrel.commands.calibrate import main
+from lightning_selrel.commands.calibrate import _MonitorOptions, _probe_indices, main
 from lightning_selrel.monitor import calibration as cal
 
 TINY = [
@@ -57,6 +59,8 @@ def _one_line(capsys) -> str:
         (["--min-separation=0"], "--min-separation 0.0: must be positive"),
         (["--min-motion=-1"], "--min-motion -1.0: must be >= 0"),
         (["--min-motion=1000"], "none of the 2 validation windows moves enough for the speed task"),
+        (["--min-probe-motion=-1"], "--min-probe-motion -1.0: must be >= 0"),
+        (["--min-probe-motion=1000"], "only 0 of the validation clips looked at move (mean frame difference at"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path):
@@ -118,3 +122,39 @@ def test_ctrl_c_while_a_reference_trains_exits_130_and_keeps_the_old_calibration
     assert "interrupted; nothing was written" in capsys.readouterr().err
     assert (out / "calibration.json").read_text() == '{"version": 2}'  # the old one kept
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C works again afterwards
+
+
+class _Clips:
+    """A validation set of 40 clips (3, 16, 8, 8) in 0-255: the even ones still (one frame, a little JPEG-like
+    quantisation noise), the odd ones a bar moving by a pixel a frame."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        g = torch.Generator().manual_seed(index)
+        clip = (128 + torch.randint(-1, 2, (3, 1, 8, 8), generator=g).float()).repeat(1, 16, 1, 1)
+        if index % 2:
+            clip = torch.zeros(3, 16, 8, 8)
+            for t in range(16):
+                clip[:, t, :, t % 8] = 255.0
+        return clip, 0
+
+
+def _probe_args(**changes) -> argparse.Namespace:
+    return argparse.Namespace(**{"probe_clips": 8, "seed": 0, "min_probe_motion": cal.MIN_PROBE_MOTION, **changes})
+
+
+def test_still_probe_clips_are_replaced_by_moving_ones_and_recorded():
+    """On a still shot a motion model has no motion to use: the probe set takes the moving clips, as many as asked
+    for, disjoint from the monitor's, and names the still ones it drew; --min-probe-motion 0 keeps the old draw."""
+    monitor = _MonitorOptions(None)  # the default monitor: 8 clips, seed 0
+    kept, theirs, still = _probe_indices(_Clips(), _probe_args(), monitor)
+    assert len(kept) == 8 and all(i % 2 for i in kept) and not set(kept) & set(theirs)
+    assert still and all(i % 2 == 0 for i in still) and not set(still) & set(kept)
+    assert _probe_indices(_Clips(), _probe_args(), monitor) == (kept, theirs, still)  # seeded
+    everything, _, none = _probe_indices(_Clips(), _probe_args(min_probe_motion=0), monitor)
+    assert none == [] and len(everything) == 8 and any(i % 2 == 0 for i in everything)
+    assert set(everything) - set(still) <= set(kept)  # the drawn moving clips stay; only the still ones change
+    with pytest.raises(cal.CalibrationError, match="lower --min-probe-motion"):
+        _probe_indices(_Clips(), _probe_args(min_probe_motion=300), monitor)

@@ -265,6 +265,19 @@ def test_the_monitor_refuses_a_refused_calibration_and_skips_a_setting_that_does
         monitor._check_calibration(probe)
 
 
+def test_the_monitor_says_when_its_clips_are_still_but_the_scale_was_measured_on_moving_ones(tmp_path, recwarn):
+    probe_info = {"min_probe_motion": cal.MIN_PROBE_MOTION, "still_left_out": [3]}
+    cal.write_outputs(_calibration(references={"motion": _ref(), "static": _ref(4)}, probe=probe_info), tmp_path)
+    monitor = SelectiveRelevanceMonitor(methods=["dtd"], calibration=str(tmp_path))
+    moving = torch.zeros(3, 3, 16, 16, 16, dtype=torch.uint8)
+    for t in range(16):
+        moving[:, :, t, :, t] = 255  # a bar moving by a pixel a frame
+    moving[0] = 128  # one still clip
+    assert not cal.moves(moving[0]) and cal.moves(moving[1])
+    with pytest.warns(UserWarning, match=r"1 of this rank's 3 probe clips hardly move .* measured on moving clips"):
+        monitor._check_calibration(type("Probe", (), {"clips": moving})())
+
+
 def test_the_monitor_refuses_a_calibration_of_another_layer_or_normalisation(tmp_path):
     from lightning_selrel import C3DClassifier
 
@@ -351,6 +364,9 @@ def test_a_hand_edited_calibration_is_refused_field_by_field_before_any_work(tmp
         "scale.dtd.std.4.gap must be a finite number or null, got nan": lambda d: point(d).update(gap=float("nan")),
         "clip_shape must be [T, H, W] of positive integers, got 'abc'": lambda d: d.update(clip_shape="abc"),
         "methods is missing": lambda d: d.pop("methods"),
+        "probe.min_probe_motion must be null or a finite number >= 0, got -1": lambda d: d["probe"].update(
+            min_probe_motion=-1
+        ),
         "clip_shape is missing": lambda d: d.pop("clip_shape"),
         "scale must be a mapping of method -> rule -> n_std -> point, got list": lambda d: d.update(scale=[1]),
         "scale.dtd.std is missing (the file declares ['std', 'mad']; it holds ['mad', 'sdt'])": lambda d: d["scale"][

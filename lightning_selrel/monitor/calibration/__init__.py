@@ -12,7 +12,8 @@ small budget, two references whose reliance on motion is known by construction:
   by measurement on real public videos: a small C3D told normal from 3x speed with 0.87 validation accuracy and
   frozen-clip accuracy at chance, 0.49, while forward versus reversed playback stayed at chance, 0.43.)
 
-Both are explained on the same moving probe clips (the user's validation clips) with every method, over a grid
+Both are explained on the same moving probe clips (the user's validation clips; a clean still shot, whose
+selective relevance has no motion to follow, is replaced by another clip, :func:`moves`) with every method, over a grid
 of ``n_std`` and both threshold rules, at the monitor's other settings (GradCAM layer, signed, target), which the
 file records. For each setting the two references' mean spatial bias span a scale (0 = the motion reference, 1 =
 the static reference) and their *separation*, paired over the clips (the mean per-clip difference over its
@@ -29,6 +30,7 @@ times as many frames (the built-in data and UCF-101 have it).
 
 from lightning_selrel.monitor.calibration.references import (
     MIN_MOTION,
+    MIN_PROBE_MOTION,
     SPEED_CLASSES,
     SPEED_FACTOR,
     FrozenClips,
@@ -37,6 +39,7 @@ from lightning_selrel.monitor.calibration.references import (
     judge,
     learned,
     motion_energy,
+    moves,
     probe_loader,
     reference_behaviour,
     subset,
@@ -73,6 +76,7 @@ __all__ = [
     "CALIBRATION_VERSION",
     "DEFAULT_GRID",
     "MIN_MOTION",
+    "MIN_PROBE_MOTION",
     "MIN_SEPARATION",
     "SETTINGS",
     "SPEED_CLASSES",
@@ -92,6 +96,7 @@ __all__ = [
     "learned",
     "load_calibration",
     "motion_energy",
+    "moves",
     "map_settings",
     "per_clip_bias",
     "plot_png",

@@ -60,6 +60,13 @@ def check_fields(data: Mapping[str, Any], where: str) -> None:
         bad("refused", f"must be null or a reason, got {data['refused']!r}")
     if data.get("recommended") is not None and not isinstance(data["recommended"], Mapping):
         bad("recommended", f"must be null or a setting, got {data['recommended']!r}")
+    probe = data.get("probe", {})
+    if not isinstance(probe, Mapping):
+        bad("probe", f"must be a mapping, got {type(probe).__name__}")
+    if probe.get("min_probe_motion") is not None and not (
+        _number(probe["min_probe_motion"]) and probe["min_probe_motion"] >= 0
+    ):
+        bad("probe.min_probe_motion", f"must be null or a finite number >= 0, got {probe['min_probe_motion']!r}")
     if "settings" in data and not isinstance(data["settings"], Mapping):
         bad("settings", f"must be a mapping, got {type(data['settings']).__name__}")
     scale = data["scale"]

@@ -17,6 +17,7 @@ from lightning_selrel.monitor.calibration.scale import CalibrationError
 
 __all__ = [
     "MIN_MOTION",
+    "MIN_PROBE_MOTION",
     "SPEED_CLASSES",
     "SPEED_FACTOR",
     "FrozenClips",
@@ -25,6 +26,7 @@ __all__ = [
     "judge",
     "learned",
     "motion_energy",
+    "moves",
     "probe_loader",
     "reference_behaviour",
     "subset",
@@ -35,6 +37,11 @@ SPEED_CLASSES = ("normal speed", "3x speed")
 #: Grey levels by which the frame difference of a window's 3x clip must differ from its normal clip's for the
 #: window to take part in the speed task.
 MIN_MOTION = 0.5
+#: Grey levels of mean absolute frame difference below which a probe clip counts as still and is not measured: on a
+#: clip where nothing moves a motion-only model has no motion to use, and the references' spatial bias there says
+#: nothing about moving clips (measured on ``../shared/footage/``: the clip of a person standing, 0.6-0.7 grey
+#: levels, carried all of the references' separation, while the two moving clips, 2.7-19, did not separate them).
+MIN_PROBE_MOTION = 1.0
 
 
 class FrozenClips(Dataset):
@@ -148,6 +155,13 @@ def motion_energy(clip: Tensor) -> float:
     """Mean absolute difference of consecutive frames of a clip (C, T, H, W), in its pixel scale."""
     frames = clip.float()
     return float((frames[:, 1:] - frames[:, :-1]).abs().mean()) if frames.shape[1] > 1 else 0.0
+
+
+def moves(clip: Tensor, minimum: float = MIN_PROBE_MOTION) -> bool:
+    """Whether a probe clip (C, T, H, W), pixels in 0-255, moves: its :func:`motion_energy` is at least ``minimum``
+    grey levels (0: every clip moves). Pixel noise counts as motion here (a noisy still shot is kept, as before this
+    test existed); what it leaves out is the clean still shot, whose selective relevance has no motion to follow."""
+    return minimum <= 0 or motion_energy(clip) >= minimum
 
 
 def subset(dataset: Dataset, count: int | None, seed: int, *, repeat: bool = False) -> Dataset:

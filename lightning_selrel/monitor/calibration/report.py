@@ -115,7 +115,8 @@ def report_markdown(calibration: Calibration) -> str:
             f"disjoint from the monitor's {len(apart)} validation clips"
             if apart
             else "not kept apart from the monitor's (too few validation clips)"
-        ),
+        )
+        + _still_line(calibration.probe),
         "",
     ]
     if calibration.recommended is None:
@@ -164,6 +165,16 @@ def report_markdown(calibration: Calibration) -> str:
                 f"{_fmt(best['motion']['mean'], 3)} / {_fmt(best['static']['mean'], 3)} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _still_line(probe: dict) -> str:
+    still, minimum = probe.get("still_left_out"), probe.get("min_probe_motion")
+    if not still:
+        return ""
+    return (
+        f"; {len(still)} still clips (mean frame difference below {minimum:g} grey levels) left out and replaced: "
+        "a motion model has no motion to use on them"
+    )
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
