@@ -7,7 +7,9 @@ cheap): its last third (at least 48 frames) is its validation video (the test li
 (the train list), from which training draws a new random window at every access. Then ``python -m
 lightning_selrel calibrate`` runs with the default small C3D (width 8, fc_dim 128, the default optimiser) on that
 tree with the options given after the script's own, and the report is printed: what each reference's training
-did, the recommendation or why there is none, and the time.
+did, the recommendation or why there is none, and the time. ``--per-video`` also prints, per validation video, its
+probe clips' mean frame difference and the two references' paired gap (static minus motion spatial bias, mean and
+spread over that video's clips) for DTD and the Guided family at n_std 4 and 6: where a separation comes from.
 
 The two videos of one clip share its scene, so the static reference tells the classes apart by appearance, as it
 should: the classes here are the scenes. The speed task of the motion reference does not depend on them.
@@ -20,12 +22,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import lightning_selrel.monitor.calibration as cal  # noqa: E402
 from lightning_selrel.commands.calibrate import main as calibrate  # noqa: E402
 
 FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "footage"
@@ -82,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--footage", type=Path, default=FOOTAGE)
     parser.add_argument("--work", type=Path, default=Path("footage_calibration"), help="tree and output folder")
     parser.add_argument("--clips-per-video", type=int, default=32)
+    parser.add_argument("--per-video", action="store_true", help="the references' paired gap per validation video")
     args, rest = parser.parse_known_args(argv)
     if not args.footage.is_dir():
         print(f"footage folder {args.footage} not found (see ../shared/footage/README.md)", file=sys.stderr)
@@ -103,8 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         "--trainer.enable_progress_bar=false",
         *rest,
     ]
+    seen: list[tuple[Any, dict]] = []  # (probe clips, per-clip spatial bias) per reference, static first
+    measure = cal.per_clip_bias
+
+    def recording(model: Any, clips: Any, *more: Any, **options: Any) -> dict:
+        biases = measure(model, clips, *more, **options)
+        seen.append((clips.cpu(), biases))
+        return biases
+
     started = time.perf_counter()
-    code = calibrate(options)
+    cal.per_clip_bias = recording  # calibrate reads it from the package at call time
+    try:
+        code = calibrate(options)
+    finally:
+        cal.per_clip_bias = measure
     seconds = time.perf_counter() - started
     result = args.work / "calibration" / "calibration.json"
     if code == 0 and result.is_file():
@@ -117,8 +134,42 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(training.get('recoveries', []))} recoveries"
             )
         print("recommended:", data["recommended"], "| refused:", data["refused"])
+        if args.per_video and len(seen) == 2:
+            print(per_video(data, seen, annotations, args.clips_per_video))
     print(f"calibrate exited {code} after {seconds:.0f} s")
     return code
+
+
+def per_video(data: dict, seen: list[tuple[Any, dict]], annotations: Path, clips_per_video: int) -> str:
+    """The paired gap (static minus motion spatial bias) per validation video, with its clips' motion."""
+    (clips, static), (_, motion) = seen
+    names = [line.split()[1] for line in (annotations / "classInd.txt").read_text().splitlines()]
+    videos = np.array([names[i // clips_per_video] for i in data["probe"]["indices"]])
+    energy = np.array([cal.motion_energy(clip) for clip in clips])
+    lines = [
+        "per validation video: probe clips, their mean |frame difference| (grey levels), and the paired gap "
+        "static - motion, mean (sd) over the video's clips",
+        "",
+        "| video | clips | frame difference | " + " | ".join(f"{m} {r} n={n:g}" for m, r, n in _ROWS) + " |",
+        "|---|---:|---|" + "---:|" * len(_ROWS),
+    ]
+    for video in dict.fromkeys(videos):
+        at = videos == video
+        cells = []
+        for method, rule, n in _ROWS:
+            key = next((k for k in static.get(method, {}).get(rule, {}) if float(k) == n), None)
+            if key is None:
+                cells.append("-")
+                continue
+            gap = np.array(static[method][rule][key], dtype=float)[at] - np.array(motion[method][rule][key])[at]
+            cells.append(f"{np.nanmean(gap):+.3f} ({np.nanstd(gap):.3f})")
+        lines.append(
+            f"| {video} | {int(at.sum())} | {energy[at].min():.2f}-{energy[at].max():.2f} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+_ROWS = [(m, r, n) for m in ("dtd", "guided_backprop", "guided_gradcam") for r in ("std", "mad") for n in (4.0, 6.0)]
 
 
 if __name__ == "__main__":

@@ -45,3 +45,24 @@ def test_the_speed_task_leaves_out_the_still_clip_of_the_footage(footage_tree):
     # two others by 2-8.
     assert still == {"S001C001P001R001A001Rgb"}, still
     assert speed.still == 4 and len(speed) == 2 * 8
+
+
+@pytest.mark.slow
+def test_the_probe_leaves_out_the_validation_clips_of_a_person_standing(footage_tree):
+    root, annotations = footage_tree
+    datamodule = UCF101DataModule(
+        str(root), str(annotations), resize=(56, 74), crop=48, batch_size=4, num_workers=0, clips_per_video=4
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        datamodule.setup("fit")
+    val = datamodule.val_dataloader().dataset
+    names = [video.path.parent.name for video in val.videos]
+    moving = {names[i // 4]: [] for i in range(len(val))}
+    for i in range(len(val)):
+        moving[names[i // 4]].append(cal.moves(val[i][0]))
+    # The person standing changes by 0.6-0.7 grey levels from frame to frame, the two moving clips by 2.8-4.1
+    # (the treadmill) and 0.3-19 (the demo, quiet at its start).
+    assert moving["S001C001P001R001A001Rgb"] == [False] * 4, moving
+    assert moving["Test"] == [True] * 4, moving
+    assert not cal.moves(val[0][0], cal.MIN_PROBE_MOTION) and cal.moves(val[0][0], 0.0)
