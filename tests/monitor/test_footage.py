@@ -28,8 +28,9 @@ def footage_tree(tmp_path_factory):
     return write_tree(FOOTAGE, tmp_path_factory.mktemp("footage"))
 
 
-@pytest.mark.slow
-def test_the_speed_task_leaves_out_the_still_clip_of_the_footage(footage_tree):
+@pytest.fixture(scope="module")
+def footage_data(footage_tree):
+    """The footage's data module as the benchmark builds it (48 x 48 crops, four clips per validation video)."""
     root, annotations = footage_tree
     datamodule = UCF101DataModule(
         str(root), str(annotations), resize=(56, 74), crop=48, batch_size=4, num_workers=0, clips_per_video=4
@@ -37,7 +38,12 @@ def test_the_speed_task_leaves_out_the_still_clip_of_the_footage(footage_tree):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         datamodule.setup("fit")
-    windows = datamodule.long_clips("val", cal.SPEED_FACTOR)
+    return datamodule
+
+
+@pytest.mark.slow
+def test_the_speed_task_leaves_out_the_still_clip_of_the_footage(footage_data):
+    windows = footage_data.long_clips("val", cal.SPEED_FACTOR)
     speed = cal.SpeedClips(windows, clip_len=16)
     names = [video.path.parent.name for video in windows.videos]
     still = {names[i // 4] for i in range(len(windows)) if i not in speed.kept}
@@ -48,15 +54,8 @@ def test_the_speed_task_leaves_out_the_still_clip_of_the_footage(footage_tree):
 
 
 @pytest.mark.slow
-def test_the_probe_leaves_out_the_validation_clips_of_a_person_standing(footage_tree):
-    root, annotations = footage_tree
-    datamodule = UCF101DataModule(
-        str(root), str(annotations), resize=(56, 74), crop=48, batch_size=4, num_workers=0, clips_per_video=4
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        datamodule.setup("fit")
-    val = datamodule.val_dataloader().dataset
+def test_the_probe_leaves_out_the_validation_clips_of_a_person_standing(footage_data):
+    val = footage_data.val_dataloader().dataset
     names = [video.path.parent.name for video in val.videos]
     moving = {names[i // 4]: [] for i in range(len(val))}
     for i in range(len(val)):
